@@ -1,0 +1,114 @@
+"""Load a BERT-style embedder and turn texts into unit vectors, the way FlagEmbedding trains them.
+
+The same code loads `BAAI/bge-base-zh-v1.5`, a fine-tuned output directory and the bundled tiny
+model. Pooling and the query instruction are passed in (from params.yaml), so evaluation embeds
+exactly as training did: `instruction + query` for queries, the bare text for passages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from zh_retrieval.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
+@dataclass
+class Embedder:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    pooling: str  # "cls" or "mean"
+    device: torch.device
+    precision: str  # "fp32", "fp16" or "bf16"
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """Fail early, naming the directory, if it is not a model saved with `save_pretrained` (safetensors)."""
+    if not model_dir.is_dir():
+        raise InputError(model_dir, "model directory not found",
+                         fix="set `base_model` to a local directory saved with save_pretrained; "
+                             "fetch a hub model into one first")
+    if not (model_dir / "config.json").is_file():
+        raise InputError(model_dir, "not a model directory: no config.json")
+    if not any((model_dir / name).is_file() for name in WEIGHT_FILES):
+        raise InputError(model_dir, "no safetensors weights (model.safetensors)",
+                         fix="save the model with save_pretrained(safe_serialization=True); "
+                             "pickled .bin weights are not loaded")
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        raise InputError(model_dir, "no tokenizer files (tokenizer.json or vocab.txt)")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_embedder(model_dir: Path, pooling: str, precision: str = "fp32", device: torch.device | None = None) -> Embedder:
+    check_model_dir(model_dir)
+    device = device or default_device()
+    if precision == "fp16" and device.type != "cuda":
+        raise InputError(model_dir, "fp16 needs a GPU", fix="use precision fp32 or bf16 on a CPU")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModel.from_pretrained(model_dir, use_safetensors=True)
+    except (OSError, ValueError) as error:
+        raise InputError(model_dir, f"cannot load the model: {error}") from None
+    model.eval().to(device)
+    return Embedder(model=model, tokenizer=tokenizer, pooling=pooling, device=device, precision=precision)
+
+
+def pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor, method: str) -> torch.Tensor:
+    """Sentence vector from token vectors, as FlagEmbedding's `_sentence_embedding` computes it."""
+    if method == "cls":
+        return last_hidden_state[:, 0]
+    if method == "mean":
+        mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+        return (last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1)
+    raise ValueError(f"unknown pooling method {method!r}")
+
+
+def _autocast(embedder: Embedder) -> contextlib.AbstractContextManager:
+    if embedder.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if embedder.precision == "bf16" else torch.float16
+    return torch.autocast(device_type=embedder.device.type, dtype=dtype)
+
+
+def encode(
+    embedder: Embedder, texts: list[str], max_length: int, batch_size: int = 32, desc: str = "encode"
+) -> np.ndarray:
+    """L2-normalised float32 vectors, one row per text, in the order given.
+
+    Texts go through the model longest first, padded per batch, so a batch of short texts is
+    not padded to the longest text of the corpus; the rows are put back in input order.
+    """
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    dim = embedder.model.config.hidden_size
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    with torch.inference_mode(), _autocast(embedder):
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", mininterval=5):
+            batch_ids = order[start : start + batch_size]
+            batch = embedder.tokenizer(
+                [texts[i] for i in batch_ids], padding=True, truncation=True, max_length=max_length,
+                return_tensors="pt",
+            ).to(embedder.device)
+            hidden = embedder.model(**batch).last_hidden_state
+            vectors = torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], embedder.pooling).float(), dim=-1)
+            out[batch_ids] = vectors.cpu().numpy()
+    return out
+
+
+def with_instruction(queries: list[str], instruction: str) -> list[str]:
+    """FlagEmbedding's default `query_instruction_format` "{}{}": instruction, then the query."""
+    return [f"{instruction}{q}" for q in queries]

@@ -1,0 +1,176 @@
+"""finetune: train the base model on prepare's train.jsonl with FlagEmbedding's encoder-only runner.
+
+    python -m zh_retrieval.finetune BASE_MODEL_DIR TRAIN_JSONL OUT_DIR --params params.yaml
+
+Hyperparameters come from params.yaml (top-level `lr` and `seed`, `embedding.*`, `finetune.*`).
+On a machine with several GPUs the command re-launches itself under torchrun, one process per
+visible GPU (negatives shared across devices); on one GPU or a CPU it trains in this process.
+
+OUT_DIR appears only when training has finished, and holds:
+    model.safetensors, config.json, tokenizer files   load with FlagModel or AutoModel
+    modules.json, 1_Pooling/, 2_Normalize/, ...        `SentenceTransformer(OUT_DIR)` with the trained pooling
+    training_args.json, data_args.json                 what the trainer actually ran with (learning_rate, ...)
+    trainer_state.json                                 loss and learning rate per logging step
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from zh_retrieval.encode import check_model_dir
+from zh_retrieval.errors import InputError, run_stage
+from zh_retrieval.files import read_jsonl
+from zh_retrieval.params import EmbeddingParams, FinetuneParams, embedding_params, finetune_params
+
+logger = logging.getLogger(__name__)
+
+
+def partial_dir(out_dir: Path) -> Path:
+    """Where training writes until it succeeds; one fixed name so every torchrun rank agrees on it."""
+    return out_dir.parent / f".{out_dir.name}.partial"
+
+
+def check_train_file(train_file: Path, group_size: int) -> int:
+    """Count the training queries, failing on a row FlagEmbedding would choke on later."""
+    count = 0
+    for line, row in read_jsonl(train_file):
+        for field in ("query", "pos", "neg"):
+            if field not in row:
+                raise InputError(train_file, f"missing field `{field}`", line=line)
+        if not row["pos"] or not row["neg"]:
+            raise InputError(train_file, "`pos` and `neg` must each hold at least one text", line=line,
+                             fix="FlagEmbedding divides by the number of negatives")
+        count += 1
+    if count == 0:
+        raise InputError(train_file, "no training examples")
+    logger.info("%s: %d training queries, groups of %d (1 positive + %d negatives)", train_file, count, group_size,
+                group_size - 1)
+    return count
+
+
+def flag_arguments(base_model: Path, train_file: Path, output_dir: Path, embedding: EmbeddingParams,
+                   params: FinetuneParams, world_size: int) -> tuple:
+    """FlagEmbedding's three argument dataclasses, filled from params.yaml."""
+    from FlagEmbedding.finetune.embedder.encoder_only.base import (
+        EncoderOnlyEmbedderDataArguments,
+        EncoderOnlyEmbedderModelArguments,
+        EncoderOnlyEmbedderTrainingArguments,
+    )
+
+    model_args = EncoderOnlyEmbedderModelArguments(model_name_or_path=str(base_model), token=None)
+    data_args = EncoderOnlyEmbedderDataArguments(
+        train_data=[str(train_file)],
+        train_group_size=params.train_group_size,
+        query_max_len=embedding.query_max_len,
+        passage_max_len=embedding.passage_max_len,
+        query_instruction_for_retrieval=embedding.query_instruction or None,
+        query_instruction_format="{}{}",  # the same as encode.with_instruction
+    )
+    training_args = EncoderOnlyEmbedderTrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=params.lr,
+        num_train_epochs=params.epochs,
+        per_device_train_batch_size=params.per_device_batch_size,
+        warmup_ratio=params.warmup_ratio,
+        weight_decay=params.weight_decay,
+        temperature=params.temperature,
+        sentence_pooling_method=embedding.pooling,
+        normalize_embeddings=True,
+        negatives_cross_device=world_size > 1,
+        fp16=params.precision == "fp16",
+        bf16=params.precision == "bf16",
+        logging_steps=params.logging_steps,
+        save_strategy="no",  # the finished model is the output; checkpoints would only fill the cache
+        # Never "all": the Trainer would find dvclive and rewrite the project's dvc.yaml.
+        report_to="none",
+        seed=params.seed,
+        data_seed=params.seed,
+        disable_tqdm=False,
+    )
+    return model_args, data_args, training_args
+
+
+def write_sentence_transformers_config(model_dir: Path, embedding: EmbeddingParams) -> None:
+    """Make `SentenceTransformer(model_dir)` pool and normalise as the model was trained.
+
+    Without modules.json, sentence-transformers silently falls back to mean pooling, which is
+    wrong for a CLS-trained bge model. The query instruction is saved as the "query" prompt.
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    transformer = Transformer(str(model_dir), max_seq_length=embedding.passage_max_len)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=embedding.pooling)
+    prompts = {"query": embedding.query_instruction} if embedding.query_instruction else None
+    model = SentenceTransformer(modules=[transformer, pooling, Normalize()], prompts=prompts, device="cpu")
+    model.save(str(model_dir), create_model_card=False)
+
+
+def finish(trainer, model_args, data_args, tmp: Path, out_dir: Path, embedding: EmbeddingParams) -> None:
+    """Record how the model was trained, add the sentence-transformers config, and publish the directory."""
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_args.json says the same safely
+    (tmp / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
+    data = dataclasses.asdict(data_args)
+    data["model_name_or_path"] = model_args.model_name_or_path
+    (tmp / "data_args.json").write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    trainer.state.save_to_json(str(tmp / "trainer_state.json"))
+    write_sentence_transformers_config(tmp, embedding)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    logger.info("wrote %s", out_dir)
+
+
+def train(base_model: Path, train_file: Path, out_dir: Path, embedding: EmbeddingParams, params: FinetuneParams) -> None:
+    from FlagEmbedding.finetune.embedder.encoder_only.base import EncoderOnlyEmbedderRunner
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    tmp = partial_dir(out_dir)
+    model_args, data_args, training_args = flag_arguments(base_model, train_file, tmp, embedding, params, world_size)
+    runner = EncoderOnlyEmbedderRunner(model_args=model_args, data_args=data_args, training_args=training_args)
+    runner.run()
+    if runner.trainer.is_world_process_zero():
+        finish(runner.trainer, model_args, data_args, tmp, out_dir, embedding)
+
+
+def gpu_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("base_model", type=Path, help="a model directory saved with save_pretrained")
+    parser.add_argument("train_file", type=Path, help="prepare's train.jsonl")
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+
+    embedding, params = embedding_params(args.params), finetune_params(args.params)
+    check_model_dir(args.base_model)
+    if params.precision == "fp16" and gpu_count() == 0:
+        raise InputError(args.params, "finetune.precision is fp16 but no GPU is visible", fix="use fp32 or bf16 on a CPU")
+    launched_by_torchrun = "LOCAL_RANK" in os.environ
+    if not launched_by_torchrun:
+        check_train_file(args.train_file, params.train_group_size)
+        shutil.rmtree(partial_dir(args.out_dir), ignore_errors=True)  # debris of an interrupted run
+    processes = gpu_count()
+    if processes > 1 and not launched_by_torchrun:
+        logger.info("launching torchrun with %d processes, one per visible GPU", processes)
+        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+                   "-m", "zh_retrieval.finetune", *sys.argv[1:]]
+        sys.exit(subprocess.run(command, check=False).returncode)
+    train(args.base_model, args.train_file, args.out_dir, embedding, params)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,114 @@
+"""Read a dataset in MLDR's layout: `corpus.jsonl[.gz]` and `{train,dev,test}.jsonl[.gz]`.
+
+    corpus:  {"docid": str, "text": str}
+    queries: {"query_id": str, "query": str,
+              "positive_passages": [{"docid": str, "text": str}], "negative_passages": [...]}
+
+The same functions read Shitao/MLDR's `mldr-v1.0-zh` folder, the bundled sample and a user's
+own corpus. Everything is validated on the way in, so a later stage never meets a query whose
+positive document does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zh_retrieval.errors import InputError
+from zh_retrieval.files import read_jsonl
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class Query:
+    query_id: str
+    text: str
+    positive_ids: tuple[str, ...]
+    negative_ids: tuple[str, ...]  # the dataset's own negatives; empty in MLDR's dev and test
+
+
+def dataset_file(dataset_dir: Path, name: str) -> Path:
+    """`<name>.jsonl` or `<name>.jsonl.gz` in the dataset directory, whichever exists."""
+    if not dataset_dir.is_dir():
+        raise InputError(dataset_dir, "dataset directory not found",
+                         fix="set `dataset` in params.yaml to a directory in MLDR's layout")
+    for candidate in (dataset_dir / f"{name}.jsonl", dataset_dir / f"{name}.jsonl.gz"):
+        if candidate.is_file():
+            return candidate
+    raise InputError(dataset_dir / f"{name}.jsonl", "file not found (nor .jsonl.gz)",
+                     fix=f"an MLDR-layout dataset has corpus.jsonl and {'/'.join(SPLITS)}.jsonl")
+
+
+def _string_field(row: dict[str, Any], field: str, path: Path, line: int) -> str:
+    value = row.get(field)
+    if not isinstance(value, str) or not value.strip():
+        problem = f"missing field `{field}`" if value is None else f"`{field}` must be a non-empty string"
+        raise InputError(path, problem, line=line)
+    return value
+
+
+def load_corpus(dataset_dir: Path) -> dict[str, str]:
+    """docid => text, in file order."""
+    path = dataset_file(dataset_dir, "corpus")
+    corpus: dict[str, str] = {}
+    for line, row in read_jsonl(path):
+        docid = _string_field(row, "docid", path, line)
+        text = _string_field(row, "text", path, line)
+        if docid in corpus and corpus[docid] != text:
+            raise InputError(path, f"docid {docid!r} appears twice with different text", line=line,
+                             fix="docids must be unique")
+        corpus[docid] = text
+    if not corpus:
+        raise InputError(path, "the corpus is empty")
+    logger.info("corpus %s: %s documents", path, f"{len(corpus):,}")
+    return corpus
+
+
+def _passage_ids(row: dict[str, Any], field: str, path: Path, line: int, corpus: dict[str, str]) -> tuple[str, ...]:
+    passages = row.get(field, [])
+    if not isinstance(passages, list):
+        raise InputError(path, f"`{field}` must be a list of {{docid, text}}", line=line)
+    docids = []
+    for passage in passages:
+        docid = passage.get("docid") if isinstance(passage, dict) else None
+        if not isinstance(docid, str):
+            raise InputError(path, f"each entry of `{field}` needs a string `docid`", line=line)
+        if docid not in corpus:
+            raise InputError(path, f"{field} docid {docid!r} is not in the corpus", line=line,
+                             fix="the corpus must hold every document the queries name")
+        if docid not in docids:
+            docids.append(docid)
+    return tuple(docids)
+
+
+def load_queries(dataset_dir: Path, split: str, corpus: dict[str, str]) -> list[Query]:
+    """The split's queries, each with at least one positive document that exists in the corpus."""
+    path = dataset_file(dataset_dir, split)
+    queries: list[Query] = []
+    seen: set[str] = set()
+    for line, row in read_jsonl(path):
+        query_id = row.get("query_id")
+        if isinstance(query_id, int):
+            query_id = str(query_id)
+        query_id = _string_field({"query_id": query_id}, "query_id", path, line)
+        if query_id in seen:
+            raise InputError(path, f"query_id {query_id!r} appears twice", line=line, fix="query ids must be unique")
+        seen.add(query_id)
+        text = _string_field(row, "query", path, line)
+        if "positive_passages" not in row:
+            raise InputError(path, "missing field `positive_passages`", line=line)
+        positives = _passage_ids(row, "positive_passages", path, line, corpus)
+        if not positives:
+            raise InputError(path, "`positive_passages` is empty", line=line,
+                             fix="every query needs at least one relevant document")
+        negatives = _passage_ids(row, "negative_passages", path, line, corpus)
+        queries.append(Query(query_id, text, positives, tuple(d for d in negatives if d not in positives)))
+    if not queries:
+        raise InputError(path, f"the {split} split has no queries")
+    logger.info("%s %s: %s queries", split, path, f"{len(queries):,}")
+    return queries

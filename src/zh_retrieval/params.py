@@ -1,0 +1,177 @@
+"""Typed, validated access to params.yaml.
+
+Read with ruamel.yaml (YAML 1.2, as DVC reads it): `dvc exp run -S lr=2e-5` writes `lr: 2e-05`,
+which PyYAML's YAML 1.1 would hand back as the *string* '2e-05'. Every value is checked here,
+before a stage does any expensive work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from zh_retrieval.errors import InputError
+
+POOLING_METHODS = ("cls", "mean")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class EmbeddingParams:
+    """How text becomes a vector; shared by finetune and evaluate so that both do the same."""
+
+    pooling: str
+    query_instruction: str  # prepended to queries only, as FlagEmbedding's trainer does
+    query_max_len: int
+    passage_max_len: int
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    seed: int
+    eval_split: str
+    negatives_per_query: int
+    use_dataset_negatives: bool
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    lr: float
+    seed: int
+    epochs: float
+    per_device_batch_size: int
+    train_group_size: int
+    temperature: float
+    warmup_ratio: float
+    weight_decay: float
+    logging_steps: int
+    precision: str
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    k: tuple[int, ...]
+    batch_size: int
+    precision: str
+
+
+def load_params(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(path, "params file not found")
+    try:
+        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    except YAMLError as error:
+        raise InputError(path, f"not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "expected a mapping of parameters")
+    return data
+
+
+class _Reader:
+    """Pulls typed values out of the params mapping, naming the key and the file on a bad one."""
+
+    def __init__(self, path: Path, data: dict[str, Any]):
+        self.path = path
+        self.data = data
+
+    def value(self, key: str) -> Any:
+        node: Any = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise InputError(self.path, f"missing parameter `{key}`")
+            node = node[part]
+        return node
+
+    def _bad(self, key: str, value: Any, expected: str) -> InputError:
+        return InputError(self.path, f"`{key}` is {value!r}; expected {expected}")
+
+    def integer(self, key: str, minimum: int = 0) -> int:
+        value = self.value(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self._bad(key, value, f"an integer >= {minimum}")
+        return value
+
+    def number(self, key: str, minimum: float = 0.0, maximum: float = float("inf"), inclusive: bool = True) -> float:
+        value = self.value(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self._bad(key, value, "a number")
+        low_ok = value >= minimum if inclusive else value > minimum
+        if not low_ok or value > maximum:
+            bound = ">=" if inclusive else ">"
+            raise self._bad(key, value, f"a number {bound} {minimum}" + (f" and <= {maximum}" if maximum < float("inf") else ""))
+        return float(value)
+
+    def boolean(self, key: str) -> bool:
+        value = self.value(key)
+        if not isinstance(value, bool):
+            raise self._bad(key, value, "true or false")
+        return value
+
+    def string(self, key: str, choices: tuple[str, ...] | None = None, allow_empty: bool = False) -> str:
+        value = self.value(key)
+        if value is None and allow_empty:
+            return ""
+        if not isinstance(value, str) or (not value and not allow_empty):
+            raise self._bad(key, value, "a string")
+        if choices is not None and value not in choices:
+            raise self._bad(key, value, f"one of {', '.join(choices)}")
+        return value
+
+
+def embedding_params(path: Path) -> EmbeddingParams:
+    r = _Reader(path, load_params(path))
+    return EmbeddingParams(
+        pooling=r.string("embedding.pooling", POOLING_METHODS),
+        query_instruction=r.string("embedding.query_instruction", allow_empty=True),
+        query_max_len=r.integer("embedding.query_max_len", minimum=1),
+        passage_max_len=r.integer("embedding.passage_max_len", minimum=1),
+    )
+
+
+def prepare_params(path: Path) -> PrepareParams:
+    r = _Reader(path, load_params(path))
+    group_size = r.integer("finetune.train_group_size", minimum=2)
+    explicit = r.value("prepare.negatives_per_query")
+    negatives = group_size - 1 if explicit is None else r.integer("prepare.negatives_per_query", minimum=1)
+    return PrepareParams(
+        seed=r.integer("seed"),
+        eval_split=r.string("prepare.eval_split", ("dev", "test")),
+        negatives_per_query=negatives,
+        use_dataset_negatives=r.boolean("prepare.use_dataset_negatives"),
+    )
+
+
+def finetune_params(path: Path) -> FinetuneParams:
+    r = _Reader(path, load_params(path))
+    return FinetuneParams(
+        lr=r.number("lr", minimum=0.0, inclusive=False),
+        seed=r.integer("seed"),
+        epochs=r.number("finetune.epochs", minimum=0.0, inclusive=False),
+        per_device_batch_size=r.integer("finetune.per_device_batch_size", minimum=1),
+        train_group_size=r.integer("finetune.train_group_size", minimum=2),
+        temperature=r.number("finetune.temperature", minimum=0.0, inclusive=False),
+        warmup_ratio=r.number("finetune.warmup_ratio", maximum=1.0),
+        weight_decay=r.number("finetune.weight_decay"),
+        logging_steps=r.integer("finetune.logging_steps", minimum=1),
+        precision=r.string("finetune.precision", PRECISIONS),
+    )
+
+
+def evaluate_params(path: Path) -> EvaluateParams:
+    r = _Reader(path, load_params(path))
+    k = r.value("evaluate.k")
+    if not isinstance(k, list) or not k or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in k):
+        raise r._bad("evaluate.k", k, "a non-empty list of positive integers")
+    return EvaluateParams(
+        k=tuple(sorted(set(k))),
+        batch_size=r.integer("evaluate.batch_size", minimum=1),
+        precision=r.string("evaluate.precision", PRECISIONS),
+    )
+
+
+def as_dict(params: Any) -> dict[str, Any]:
+    return {f.name: getattr(params, f.name) for f in fields(params)}

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = ROOT / "models" / "tiny-bert-zh"
+
+CORPUS = {
+    "d1": "列出目录内容的命令",
+    "d2": "复制文件和目录",
+    "d3": "删除文件或者目录",
+    "d4": "显示磁盘使用情况",
+    "d5": "设置当前的区域选项",
+    "d6": "建立设备文件",
+}
+
+
+def write_lines(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
+                    encoding="utf-8")
+    return path
+
+
+def query_row(query_id: str, text: str, positives: list[str], negatives: list[str] = ()) -> dict:
+    return {
+        "query_id": query_id,
+        "query": text,
+        "positive_passages": [{"docid": d, "text": CORPUS.get(d, "")} for d in positives],
+        "negative_passages": [{"docid": d, "text": CORPUS.get(d, "")} for d in negatives],
+    }
+
+
+@pytest.fixture
+def dataset_dir(tmp_path: Path) -> Path:
+    """A six-document dataset in MLDR's layout, small enough to check by hand."""
+    root = tmp_path / "dataset"
+    root.mkdir()
+    write_lines(root / "corpus.jsonl", [{"docid": d, "text": t} for d, t in CORPUS.items()])
+    write_lines(root / "train.jsonl", [
+        query_row("q1", "列出目录", ["d1"], ["d2"]),
+        query_row("q2", "复制文件", ["d2"]),
+        query_row("q3", "删除文件", ["d3"]),
+    ])
+    write_lines(root / "dev.jsonl", [query_row("q4", "磁盘", ["d4"])])
+    write_lines(root / "test.jsonl", [query_row("q5", "区域", ["d5"]), query_row("q6", "设备", ["d6", "d1"])])
+    return root

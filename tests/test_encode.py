@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CORPUS, TINY_MODEL
+from zh_retrieval.encode import check_model_dir, encode, load_embedder, pool, with_instruction
+from zh_retrieval.errors import InputError
+
+
+def test_pooling_matches_flagembedding_definition() -> None:
+    hidden = torch.tensor([[[1.0, 0.0], [3.0, 4.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert pool(hidden, mask, "cls").tolist() == [[1.0, 0.0]]
+    assert pool(hidden, mask, "mean").tolist() == [[2.0, 2.0]], "padding must not count"
+
+
+def test_encoding_is_normalised_and_independent_of_order_and_batching() -> None:
+    embedder = load_embedder(TINY_MODEL, "mean")
+    texts = list(CORPUS.values()) + ["短", "一段更长的文本" * 20]
+    one_by_one = np.stack([encode(embedder, [t], 64, batch_size=1)[0] for t in texts])
+    batched = encode(embedder, texts, 64, batch_size=3)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+def test_pooling_changes_the_vectors() -> None:
+    texts = list(CORPUS.values())
+    cls = encode(load_embedder(TINY_MODEL, "cls"), texts, 64)
+    mean = encode(load_embedder(TINY_MODEL, "mean"), texts, 64)
+    assert not np.allclose(cls, mean)
+
+
+def test_instruction_goes_before_the_query() -> None:
+    assert with_instruction(["列出目录"], "为这个句子生成表示以用于检索相关文章：") == ["为这个句子生成表示以用于检索相关文章：列出目录"]
+    assert with_instruction(["列出目录"], "") == ["列出目录"]
+
+
+def test_not_a_model_directory(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="model directory not found"):
+        check_model_dir(tmp_path / "missing")
+    with pytest.raises(InputError, match="no config.json"):
+        check_model_dir(tmp_path)
+    model = tmp_path / "model"
+    shutil.copytree(TINY_MODEL, model)
+    (model / "model.safetensors").unlink()
+    with pytest.raises(InputError, match="no safetensors weights"):
+        check_model_dir(model)

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zh_retrieval.errors import InputError
+from zh_retrieval.params import embedding_params, evaluate_params, finetune_params, prepare_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def params_with(tmp_path: Path, old: str, new: str) -> Path:
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def test_project_params_are_valid() -> None:
+    path = ROOT / "params.yaml"
+    finetune = finetune_params(path)
+    assert finetune.lr > 0
+    assert prepare_params(path).negatives_per_query == finetune.train_group_size - 1
+    assert embedding_params(path).pooling in ("cls", "mean")
+    assert 10 in evaluate_params(path).k
+
+
+def test_lr_as_dvc_writes_it_is_a_number(tmp_path: Path) -> None:
+    # `dvc exp run -S lr=2e-5` writes `lr: 2e-05`, which YAML 1.1 readers return as a string.
+    path = params_with(tmp_path, "lr: 5.0e-4", "lr: 2e-05")
+    assert finetune_params(path).lr == 2e-5
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("lr: 5.0e-4", "lr: -1.0e-4", "`lr` is -0.0001"),
+        ("lr: 5.0e-4", "lr: fast", "`lr` is 'fast'; expected a number"),
+        ("pooling: mean", "pooling: max", "`embedding.pooling` is 'max'; expected one of cls, mean"),
+        ("train_group_size: 4", "train_group_size: 1", "`finetune.train_group_size` is 1"),
+        ("precision: fp32        # fp16", "precision: int8 # fp16", "`finetune.precision` is 'int8'"),
+        ("k: [1, 5, 10, 100]", "k: [0]", "`evaluate.k` is [0]"),
+    ],
+)
+def test_bad_values_are_named(tmp_path: Path, old: str, new: str, message: str) -> None:
+    path = params_with(tmp_path, old, new)
+    with pytest.raises(InputError) as caught:
+        embedding_params(path), finetune_params(path), evaluate_params(path), prepare_params(path)
+    assert message in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_missing_parameter(tmp_path: Path) -> None:
+    path = params_with(tmp_path, "  temperature: 0.02\n", "")
+    with pytest.raises(InputError, match="missing parameter `finetune.temperature`"):
+        finetune_params(path)

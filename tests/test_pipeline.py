@@ -1,0 +1,101 @@
+"""The whole DVC pipeline on the bundled sample and tiny model, in a throwaway copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from zh_retrieval.encode import encode, load_embedder, with_instruction
+from zh_retrieval.params import embedding_params
+
+METRIC_KEYS = {f"{m}_at_{k}" for m in ("recall", "ndcg") for k in (1, 5, 10, 100)} | {"mrr_at_10", "num_queries",
+                                                                                      "num_corpus"}
+
+
+def sh(*args: str, cwd: Path) -> str:
+    env = dict(os.environ, PATH=f"{Path(os.sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository holding what a fresh clone of this one holds (committed and to-be-committed files)."""
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    sh("git", "init", "-q", "-b", "main", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-q", "-m", "copy", cwd=repo)
+    return repo
+
+
+@pytest.mark.slow
+def test_repro_then_experiment(repo: Path) -> None:
+    sh("dvc", "repro", cwd=repo)
+    base = json.loads((repo / "metrics/base.json").read_text())
+    finetuned = json.loads((repo / "metrics/finetuned.json").read_text())
+    assert METRIC_KEYS <= base.keys() and METRIC_KEYS <= finetuned.keys()
+    assert base["num_queries"] == finetuned["num_queries"] == 150
+    assert base["num_corpus"] == 663
+    assert finetuned["ndcg_at_10"] > base["ndcg_at_10"], "training on the sample should help a random model"
+    run_lines = (repo / "output/eval/finetuned/run.trec").read_text().splitlines()
+    assert len(run_lines) == 150 * 100 and run_lines[0].split()[1:4:2] == ["Q0", "1"]
+    assert "up to date" in sh("dvc", "status", cwd=repo)
+
+    # The committed metrics are what this code produces (CPU training here is deterministic).
+    for name in ("base", "finetuned"):
+        committed = json.loads((ROOT / f"metrics/{name}.json").read_text())
+        reproduced = json.loads((repo / f"metrics/{name}.json").read_text())
+        assert committed == pytest.approx(reproduced, abs=1e-6), name
+
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-q", "-m", "results", cwd=repo)
+    log = sh("dvc", "exp", "run", "-S", "lr=2e-5", cwd=repo)
+    assert "Running stage 'finetune'" in log and "Running stage 'evaluate@finetuned'" in log
+    assert "Running stage 'prepare'" not in log and "Running stage 'evaluate@base'" not in log
+    training_args = json.loads((repo / "output/finetuned/training_args.json").read_text())
+    assert training_args["learning_rate"] == 2e-5
+
+    diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo).splitlines()[-1])
+    assert "metrics/base.json" not in diff or all(v.get("diff", 0) == 0 for v in diff["metrics/base.json"].values())
+    assert diff["metrics/finetuned.json"]["ndcg_at_10"]["diff"] != 0
+
+
+@pytest.mark.slow
+def test_finetuned_model_loads_in_flagembedding_and_sentence_transformers(repo: Path) -> None:
+    model_dir = repo / "output/finetuned"
+    if not model_dir.is_dir():
+        sh("dvc", "repro", "finetune", cwd=repo)
+    embedding = embedding_params(repo / "params.yaml")
+    texts = ["列出目录内容", "复制文件和目录，并保留属性"]
+    ours = encode(load_embedder(model_dir, embedding.pooling), texts, embedding.passage_max_len)
+    query_ours = encode(load_embedder(model_dir, embedding.pooling),
+                        with_instruction(texts, embedding.query_instruction), embedding.query_max_len)
+
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(model_dir), device="cpu")
+    np.testing.assert_allclose(st.encode(texts), ours, atol=1e-5)
+    np.testing.assert_allclose(st.encode(texts, prompt_name="query"), query_ours, atol=1e-5)
+
+    from FlagEmbedding import FlagModel
+
+    flag = FlagModel(str(model_dir), pooling_method=embedding.pooling, devices="cpu", use_fp16=False,
+                     query_instruction_for_retrieval=embedding.query_instruction)
+    np.testing.assert_allclose(flag.encode_corpus(texts), ours, atol=1e-5)
+    np.testing.assert_allclose(flag.encode_queries(texts), query_ours, atol=1e-5)
