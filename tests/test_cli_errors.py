@@ -34,16 +34,31 @@ def test_prepare_on_a_missing_dataset(tmp_path: Path) -> None:
     assert result.returncode == 2 and "nope: dataset directory not found" in result.stderr
 
 
-def test_evaluate_with_a_directory_that_is_not_a_model(dataset_dir: Path, tmp_path: Path) -> None:
+def test_embed_and_evaluate_with_a_directory_that_is_not_a_model(dataset_dir: Path, tmp_path: Path) -> None:
     not_a_model = tmp_path / "empty-model"
     not_a_model.mkdir()
+    embeddings = tmp_path / "embeddings"
+    result = run_module("zh_retrieval.embed", not_a_model, dataset_dir, embeddings, "--params", PARAMS)
+    assert result.returncode == 2
+    assert f"{not_a_model}: not a model directory: no config.json" in result.stderr
+    assert not embeddings.exists()
+
     prepared = tmp_path / "prepared"
     assert run_module("zh_retrieval.prepare", dataset_dir, prepared, "--params", PARAMS).returncode == 0
+    assert run_module("zh_retrieval.embed", TINY_MODEL, dataset_dir, embeddings, "--params", PARAMS).returncode == 0
     out, metrics = tmp_path / "eval", tmp_path / "metrics.json"
-    result = run_module("zh_retrieval.evaluate", not_a_model, dataset_dir, prepared, out, metrics, "--params", PARAMS)
+    result = run_module("zh_retrieval.evaluate", not_a_model, embeddings, prepared, out, metrics, "--params", PARAMS)
     assert result.returncode == 2
     assert f"{not_a_model}: not a model directory: no config.json" in result.stderr
     assert not out.exists() and not metrics.exists()
+
+
+def test_evaluate_without_embeddings(dataset_dir: Path, tmp_path: Path) -> None:
+    prepared = tmp_path / "prepared"
+    assert run_module("zh_retrieval.prepare", dataset_dir, prepared, "--params", PARAMS).returncode == 0
+    result = run_module("zh_retrieval.evaluate", TINY_MODEL, tmp_path / "nothing", prepared, tmp_path / "eval",
+                        tmp_path / "m.json", "--params", PARAMS)
+    assert result.returncode == 2 and "corpus.npy: file not found (run the embed stage first)" in result.stderr
 
 
 def test_finetune_with_a_model_without_weights(tmp_path: Path) -> None:

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from zh_retrieval.errors import InputError
-from zh_retrieval.params import embedding_params, evaluate_params, finetune_params, prepare_params
+from zh_retrieval.params import (
+    embedding_params,
+    encode_params,
+    evaluate_params,
+    finetune_params,
+    mine_params,
+    prepare_params,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +29,7 @@ def test_project_params_are_valid() -> None:
     path = ROOT / "params.yaml"
     finetune = finetune_params(path)
     assert finetune.lr > 0
-    assert prepare_params(path).negatives_per_query == finetune.train_group_size - 1
+    assert mine_params(path).negatives_per_query == finetune.train_group_size - 1
     assert embedding_params(path).pooling in ("cls", "mean")
     assert 10 in evaluate_params(path).k
 
@@ -41,13 +48,16 @@ def test_lr_as_dvc_writes_it_is_a_number(tmp_path: Path) -> None:
         ("pooling: mean", "pooling: max", "`embedding.pooling` is 'max'; expected one of cls, mean"),
         ("train_group_size: 4", "train_group_size: 1", "`finetune.train_group_size` is 1"),
         ("precision: fp32        # fp16", "precision: int8 # fp16", "`finetune.precision` is 'int8'"),
+        ("hard_ratio: 0.7", "hard_ratio: 1.5", "`mine.hard_ratio` is 1.5; expected a number >= 0.0 and <= 1.0"),
+        ("hard_rank_max: 20", "hard_rank_max: 1", "`mine.hard_rank_max` is 1; expected an integer >= 2"),
         ("k: [1, 5, 10, 100]", "k: [0]", "`evaluate.k` is [0]"),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, old: str, new: str, message: str) -> None:
     path = params_with(tmp_path, old, new)
     with pytest.raises(InputError) as caught:
-        embedding_params(path), finetune_params(path), evaluate_params(path), prepare_params(path)
+        for read in (embedding_params, finetune_params, evaluate_params, prepare_params, mine_params, encode_params):
+            read(path)
     assert message in str(caught.value) and str(path) in str(caught.value)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,6 +27,11 @@ def sh(*args: str, cwd: Path) -> str:
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
+
+
+def ran(log: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` log says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", log))
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +63,26 @@ def test_repro_then_experiment(repo: Path) -> None:
     assert len(run_lines) == 150 * 100 and run_lines[0].split()[1:4:2] == ["Q0", "1"]
     assert "up to date" in sh("dvc", "status", cwd=repo)
 
+    mined = json.loads((repo / "metrics/mine.json").read_text())
+    assert mined["queries"] == 449 and mined["hard_negatives"] > 0 and mined["random_negatives"] > 0
+
     # The committed metrics are what this code produces (CPU training here is deterministic).
-    for name in ("base", "finetuned"):
+    for name in ("prepare", "mine", "base", "finetuned"):
         committed = json.loads((ROOT / f"metrics/{name}.json").read_text())
         reproduced = json.loads((repo / f"metrics/{name}.json").read_text())
         assert committed == pytest.approx(reproduced, abs=1e-6), name
 
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-q", "-m", "results", cwd=repo)
+    # Changing how negatives are mined touches the mine stage alone (finetune and the fine-tuned
+    # evaluation follow through their data deps), never the base model's corpus embeddings.
+    params = (repo / "params.yaml").read_text(encoding="utf-8")
+    (repo / "params.yaml").write_text(params.replace("hard_ratio: 0.7", "hard_ratio: 0.5"), encoding="utf-8")
+    assert json.loads(sh("dvc", "status", "--json", cwd=repo).splitlines()[-1]).keys() == {"mine"}
+    (repo / "params.yaml").write_text(params, encoding="utf-8")
+
     log = sh("dvc", "exp", "run", "-S", "lr=2e-5", cwd=repo)
-    assert "Running stage 'finetune'" in log and "Running stage 'evaluate@finetuned'" in log
-    assert "Running stage 'prepare'" not in log and "Running stage 'evaluate@base'" not in log
+    assert ran(log) == {"finetune", "embed@finetuned", "evaluate@finetuned"}, log
     training_args = json.loads((repo / "output/finetuned/training_args.json").read_text())
     assert training_args["learning_rate"] == 2e-5
 

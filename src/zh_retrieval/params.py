@@ -32,9 +32,18 @@ class EmbeddingParams:
 
 @dataclass(frozen=True)
 class PrepareParams:
-    seed: int
     eval_split: str
+
+
+@dataclass(frozen=True)
+class MineParams:
+    seed: int
     negatives_per_query: int
+    hard_ratio: float  # share of hard negatives among the mined ones (hard + random)
+    hard_rank_min: int  # 1-based, inclusive: the base model's ranks hard negatives come from
+    hard_rank_max: int
+    random_rank_min: int  # random negatives come from beyond this rank (if the corpus is larger)
+    false_negative_margin: float | None  # skip candidates scoring above (1 - margin) x the positive's; None: off
     use_dataset_negatives: bool
 
 
@@ -53,10 +62,16 @@ class FinetuneParams:
 
 
 @dataclass(frozen=True)
-class EvaluateParams:
-    k: tuple[int, ...]
+class EncodeParams:
+    """How fast and how precisely texts are encoded, in embed, mine and evaluate."""
+
     batch_size: int
     precision: str
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    k: tuple[int, ...]
 
 
 def load_params(path: Path) -> dict[str, Any]:
@@ -134,14 +149,26 @@ def embedding_params(path: Path) -> EmbeddingParams:
 
 def prepare_params(path: Path) -> PrepareParams:
     r = _Reader(path, load_params(path))
+    return PrepareParams(eval_split=r.string("prepare.eval_split", ("dev", "test")))
+
+
+def mine_params(path: Path) -> MineParams:
+    r = _Reader(path, load_params(path))
     group_size = r.integer("finetune.train_group_size", minimum=2)
-    explicit = r.value("prepare.negatives_per_query")
-    negatives = group_size - 1 if explicit is None else r.integer("prepare.negatives_per_query", minimum=1)
-    return PrepareParams(
+    explicit = r.value("mine.negatives_per_query")
+    negatives = group_size - 1 if explicit is None else r.integer("mine.negatives_per_query", minimum=1)
+    hard_rank_min = r.integer("mine.hard_rank_min", minimum=1)
+    hard_rank_max = r.integer("mine.hard_rank_max", minimum=hard_rank_min)
+    return MineParams(
         seed=r.integer("seed"),
-        eval_split=r.string("prepare.eval_split", ("dev", "test")),
         negatives_per_query=negatives,
-        use_dataset_negatives=r.boolean("prepare.use_dataset_negatives"),
+        hard_ratio=r.number("mine.hard_ratio", maximum=1.0),
+        hard_rank_min=hard_rank_min,
+        hard_rank_max=hard_rank_max,
+        random_rank_min=r.integer("mine.random_rank_min", minimum=hard_rank_max),
+        false_negative_margin=(None if r.value("mine.false_negative_margin") is None
+                               else r.number("mine.false_negative_margin", maximum=1.0)),
+        use_dataset_negatives=r.boolean("mine.use_dataset_negatives"),
     )
 
 
@@ -166,10 +193,14 @@ def evaluate_params(path: Path) -> EvaluateParams:
     k = r.value("evaluate.k")
     if not isinstance(k, list) or not k or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in k):
         raise r._bad("evaluate.k", k, "a non-empty list of positive integers")
-    return EvaluateParams(
-        k=tuple(sorted(set(k))),
-        batch_size=r.integer("evaluate.batch_size", minimum=1),
-        precision=r.string("evaluate.precision", PRECISIONS),
+    return EvaluateParams(k=tuple(sorted(set(k))))
+
+
+def encode_params(path: Path) -> EncodeParams:
+    r = _Reader(path, load_params(path))
+    return EncodeParams(
+        batch_size=r.integer("encode.batch_size", minimum=1),
+        precision=r.string("encode.precision", PRECISIONS),
     )
 
 

@@ -1,24 +1,18 @@
-"""prepare: an MLDR-layout dataset -> FlagEmbedding's training file and the evaluation files.
+"""prepare: an MLDR-layout dataset -> the training queries and the evaluation files, all validated.
 
     python -m zh_retrieval.prepare DATASET_DIR OUT_DIR --params params.yaml --stats metrics/prepare.json
 
 Writes, into OUT_DIR (replaced whole, only once everything is valid):
-    train.jsonl    {"query_id", "query", "pos": [text], "neg": [text]}  what FlagEmbedding trains on
-    queries.jsonl  {"query_id", "query"}                                the evaluation split's queries
-    qrels.tsv      `query_id 0 docid 1` (TREC qrels)                    their relevant documents
-The corpus is not copied: evaluate reads it from the dataset directory (MLDR zh's is 2.5 GB).
-
-Each training query gets `negatives_per_query` negatives drawn uniformly from the corpus
-(never a positive), after the dataset's own negatives when `use_dataset_negatives` is on:
-FlagEmbedding needs at least one negative per query, and MLDR's train split ships some.
+    train_queries.jsonl  {"query_id", "query", "positive_ids", "negative_ids"}  mine adds the negatives' texts
+    queries.jsonl        {"query_id", "query"}                                the evaluation split's queries
+    qrels.tsv            `query_id 0 docid 1` (TREC qrels)                    their relevant documents
+The corpus is not copied: later stages read it from the dataset directory (MLDR zh's is 2.5 GB).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import random
-from dataclasses import dataclass
 from pathlib import Path
 
 from zh_retrieval.errors import InputError, run_stage
@@ -27,38 +21,6 @@ from zh_retrieval.mldr import Query, load_corpus, load_queries
 from zh_retrieval.params import PrepareParams, prepare_params
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainExample:
-    query_id: str
-    query: str
-    positive_ids: tuple[str, ...]
-    negative_ids: tuple[str, ...]
-
-
-def choose_negatives(
-    queries: list[Query], docids: list[str], params: PrepareParams, rng: random.Random
-) -> list[TrainExample]:
-    """Attach `negatives_per_query` negatives to each query: the dataset's own first (if kept), then random ones."""
-    examples = []
-    for query in queries:
-        excluded = set(query.positive_ids)
-        negatives = list(query.negative_ids[: params.negatives_per_query]) if params.use_dataset_negatives else []
-        excluded.update(negatives)
-        available = len(docids) - len(excluded)
-        wanted = min(params.negatives_per_query - len(negatives), available)
-        while wanted > 0:
-            docid = docids[rng.randrange(len(docids))]
-            if docid not in excluded:
-                negatives.append(docid)
-                excluded.add(docid)
-                wanted -= 1
-        if not negatives:
-            raise InputError("corpus", f"query {query.query_id!r} has no document left to use as a negative",
-                             fix="the corpus needs documents besides each query's positives")
-        examples.append(TrainExample(query.query_id, query.text, query.positive_ids, tuple(negatives)))
-    return examples
 
 
 def qrels_lines(queries: list[Query]) -> list[str]:
@@ -76,23 +38,18 @@ def prepare(dataset_dir: Path, out_dir: Path, params: PrepareParams) -> dict[str
     if len(corpus) < 2:
         raise InputError(dataset_dir, "the corpus needs at least 2 documents to draw negatives from")
 
-    examples = choose_negatives(train, sorted(corpus), params, random.Random(params.seed))
     with atomic_dir(out_dir) as tmp:
-        write_jsonl(tmp / "train.jsonl", [
-            {
-                "query_id": e.query_id,
-                "query": e.query,
-                "pos": [corpus[d] for d in e.positive_ids],
-                "neg": [corpus[d] for d in e.negative_ids],
-            }
-            for e in examples
+        write_jsonl(tmp / "train_queries.jsonl", [
+            {"query_id": q.query_id, "query": q.text, "positive_ids": list(q.positive_ids),
+             "negative_ids": list(q.negative_ids)}
+            for q in train
         ])
         write_jsonl(tmp / "queries.jsonl", [{"query_id": q.query_id, "query": q.text} for q in evaluation])
         (tmp / "qrels.tsv").write_text("\n".join(qrels_lines(evaluation)) + "\n", encoding="utf-8")
     stats = {
         "corpus_documents": len(corpus),
-        "train_queries": len(examples),
-        "train_negatives": sum(len(e.negative_ids) for e in examples),
+        "train_queries": len(train),
+        "train_dataset_negatives": sum(len(q.negative_ids) for q in train),
         "eval_queries": len(evaluation),
         "eval_qrels": sum(len(q.positive_ids) for q in evaluation),
     }
