@@ -23,4 +23,5 @@ repro: setup
 	$(BIN)/dvc repro
 
 test: setup
+	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/python -m pytest

@@ -101,7 +101,7 @@ def test_stats() -> None:
 def test_mining_file_is_byte_identical_across_runs(tmp_path: Path) -> None:
     embedding = EmbeddingParams(pooling="mean", query_instruction="", query_max_len=32, passage_max_len=64)
     encoding = EncodeParams(batch_size=4, precision="fp32")
-    embed_corpus(TINY_MODEL, CORPUS, tmp_path / "emb", embedding, encoding)
+    embed_corpus(TINY_MODEL, CORPUS.items(), tmp_path / "emb", embedding, encoding)
     queries = [TrainQuery("q1", "列出目录", ("d1",), ()), TrainQuery("q2", "删除文件", ("d3",), ())]
     params = replace(PARAMS, negatives_per_query=3, hard_ratio=0.7, hard_rank_max=4, false_negative_margin=0.05)
     outputs = []

@@ -46,7 +46,7 @@ def test_lr_as_dvc_writes_it_is_a_number(tmp_path: Path) -> None:
         ("lr: 5.0e-4", "lr: -1.0e-4", "`lr` is -0.0001"),
         ("lr: 5.0e-4", "lr: fast", "`lr` is 'fast'; expected a number"),
         ("pooling: mean", "pooling: max", "`embedding.pooling` is 'max'; expected one of cls, mean"),
-        ("train_group_size: 4", "train_group_size: 1", "`finetune.train_group_size` is 1"),
+        ("train_group_size: 8", "train_group_size: 1", "`finetune.train_group_size` is 1"),
         ("precision: fp32        # fp16", "precision: int8 # fp16", "`finetune.precision` is 'int8'"),
         ("hard_ratio: 0.7", "hard_ratio: 1.5", "`mine.hard_ratio` is 1.5; expected a number >= 0.0 and <= 1.0"),
         ("hard_rank_max: 20", "hard_rank_max: 1", "`mine.hard_rank_max` is 1; expected an integer >= 2"),
@@ -65,3 +65,17 @@ def test_missing_parameter(tmp_path: Path) -> None:
     path = params_with(tmp_path, "  temperature: 0.02\n", "")
     with pytest.raises(InputError, match="missing parameter `finetune.temperature`"):
         finetune_params(path)
+
+
+def test_real_experiment_preset_is_valid_and_differs_only_where_it_should() -> None:
+    preset = ROOT / "presets" / "mldr-zh-bge-base.yaml"
+    for read in (embedding_params, finetune_params, evaluate_params, prepare_params, mine_params, encode_params):
+        read(preset)
+    assert embedding_params(preset).pooling == "cls" and finetune_params(preset).lr == 1e-5
+    from zh_retrieval.params import load_params
+
+    demo, real = load_params(ROOT / "params.yaml"), load_params(preset)
+    assert demo.keys() == real.keys(), "the preset has every section the pipeline reads"
+    for section in demo:
+        if isinstance(demo[section], dict):
+            assert demo[section].keys() == real[section].keys(), section

@@ -14,8 +14,10 @@ import pytest
 
 from conftest import ROOT
 from zh_retrieval.encode import encode, load_embedder, with_instruction
+from zh_retrieval.metrics import mean_metrics, per_query_metrics, read_qrels, read_trec_run
 from zh_retrieval.params import embedding_params
 
+KS = (1, 5, 10, 100)
 METRIC_KEYS = {f"{m}_at_{k}" for m in ("recall", "ndcg") for k in (1, 5, 10, 100)} | {"mrr_at_10", "num_queries",
                                                                                       "num_corpus"}
 
@@ -27,6 +29,26 @@ def sh(*args: str, cwd: Path) -> str:
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
+
+
+RUNS = [  # (run directory, metrics file, section of it)
+    ("output/eval/base", "metrics/base.json", None),
+    ("output/eval/finetuned", "metrics/finetuned.json", None),
+    ("output/eval/finetuned/maxp", "metrics/finetuned.json", "maxp"),
+    ("output/eval/bm25", "metrics/bm25.json", None),
+    ("output/eval/hybrid/rrf", "metrics/hybrid_rrf.json", None),
+    ("output/eval/hybrid/weighted", "metrics/hybrid_weighted.json", None),
+]
+
+
+def flatten(metrics: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def ran(log: str) -> set[str]:
@@ -63,14 +85,26 @@ def test_repro_then_experiment(repo: Path) -> None:
     assert len(run_lines) == 150 * 100 and run_lines[0].split()[1:4:2] == ["Q0", "1"]
     assert "up to date" in sh("dvc", "status", cwd=repo)
 
+    # Every run file recomputes to the metrics written beside it.
+    qrels = read_qrels(repo / "data/prepared/qrels.tsv")
+    for run_dir, metrics_file, section in RUNS:
+        metrics = json.loads((repo / metrics_file).read_text())
+        metrics = metrics[section] if section else metrics
+        recomputed = mean_metrics(per_query_metrics(qrels, read_trec_run(repo / run_dir / "run.trec"), KS))
+        assert recomputed == pytest.approx({k: metrics[k] for k in recomputed}, abs=1e-12), run_dir
+    assert base["query_instruction"] == finetuned["query_instruction"] != ""
+
     mined = json.loads((repo / "metrics/mine.json").read_text())
     assert mined["queries"] == 449 and mined["hard_negatives"] > 0 and mined["random_negatives"] > 0
 
     # The committed metrics are what this code produces (CPU training here is deterministic).
-    for name in ("prepare", "mine", "base", "finetuned"):
-        committed = json.loads((ROOT / f"metrics/{name}.json").read_text())
-        reproduced = json.loads((repo / f"metrics/{name}.json").read_text())
-        assert committed == pytest.approx(reproduced, abs=1e-6), name
+    for name in ("prepare", "mine", "base", "finetuned", "bm25", "hybrid_rrf", "hybrid_weighted"):
+        committed = flatten(json.loads((ROOT / f"metrics/{name}.json").read_text()))
+        reproduced = flatten(json.loads((repo / f"metrics/{name}.json").read_text()))
+        assert committed.keys() == reproduced.keys(), name
+        for key, value in committed.items():
+            assert value == (pytest.approx(reproduced[key], abs=1e-6) if isinstance(value, float) else reproduced[key]), \
+                f"{name}: {key}"
 
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-q", "-m", "results", cwd=repo)
@@ -82,7 +116,7 @@ def test_repro_then_experiment(repo: Path) -> None:
     (repo / "params.yaml").write_text(params, encoding="utf-8")
 
     log = sh("dvc", "exp", "run", "-S", "lr=2e-5", cwd=repo)
-    assert ran(log) == {"finetune", "embed@finetuned", "evaluate@finetuned"}, log
+    assert ran(log) == {"finetune", "embed@finetuned", "evaluate@finetuned", "evaluate_hybrid"}, log
     training_args = json.loads((repo / "output/finetuned/training_args.json").read_text())
     assert training_args["learning_rate"] == 2e-5
 

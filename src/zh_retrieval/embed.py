@@ -3,7 +3,8 @@
     python -m zh_retrieval.embed MODEL_DIR DATASET_DIR OUT_DIR --params params.yaml
 
 Writes OUT_DIR/corpus.npy (float32, one unit vector per document) and OUT_DIR/docids.txt (the
-docid of each row). The base model's corpus embeddings feed both hard-negative mining and the
+docid of each row); with `long_documents.maxp`, also passages.npy (one vector per overlapping
+passage) and passage_doc.npy (the document row of each passage). The base model's corpus embeddings feed both hard-negative mining and the
 base model's evaluation, so changing how negatives are mined never re-encodes the corpus.
 """
 
@@ -12,35 +13,96 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from zh_retrieval.encode import encode, load_embedder
+from zh_retrieval.encode import encode, load_embedder, split_into_passages
 from zh_retrieval.errors import InputError, run_stage
 from zh_retrieval.files import atomic_dir
-from zh_retrieval.mldr import load_corpus
-from zh_retrieval.params import EmbeddingParams, EncodeParams, embedding_params, encode_params
+from zh_retrieval.mldr import iter_corpus
+from zh_retrieval.params import (
+    EmbeddingParams,
+    EncodeParams,
+    LongDocumentParams,
+    embedding_params,
+    encode_params,
+    long_document_params,
+)
 
 logger = logging.getLogger(__name__)
 
 VECTORS = "corpus.npy"
 DOCIDS = "docids.txt"
+PASSAGE_VECTORS = "passages.npy"  # MaxP only
+PASSAGE_DOC = "passage_doc.npy"  # document row of each passage
+CHUNK_DOCUMENTS = 8192  # documents held as text at once; sorting by length within a chunk keeps most of the gain
 
 
-def embed_corpus(model_dir: Path, corpus: dict[str, str], out_dir: Path, embedding: EmbeddingParams,
-                 params: EncodeParams) -> np.ndarray:
+def _chunks(items: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+    chunk: list[tuple[str, str]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def embed_corpus(model_dir: Path, corpus: Iterable[tuple[str, str]], out_dir: Path, embedding: EmbeddingParams,
+                 params: EncodeParams, long_documents: LongDocumentParams | None = None,
+                 chunk_size: int = CHUNK_DOCUMENTS) -> np.ndarray:
+    """Encode every (docid, text) (truncated to passage_max_len); with MaxP on, every passage of it too.
+
+    The corpus streams through in chunks of `chunk_size` documents, each sorted by length inside
+    encode, so memory holds the vectors and one chunk of text, never the whole corpus. With MaxP,
+    a document's own vector is its first passage's: the first passage is exactly the text
+    truncation keeps, so the corpus is not encoded twice.
+    """
     started = time.perf_counter()
     embedder = load_embedder(model_dir, embedding.pooling, params.precision)
-    docids = list(corpus)
-    vectors = encode(embedder, [corpus[d] for d in docids], embedding.passage_max_len, params.batch_size,
-                     desc=f"{out_dir.name}: corpus")
+    maxp = long_documents is not None and long_documents.maxp
+    docids: list[str] = []
+    vectors: list[np.ndarray] = []
+    passage_vectors: list[np.ndarray] = []
+    passage_doc: list[np.ndarray] = []
+    for chunk in _chunks(corpus, chunk_size):
+        desc = f"{out_dir.name}: documents {len(docids):,}+{len(chunk):,}"
+        if maxp:
+            pieces = [split_into_passages(embedder.tokenizer, text, embedding.passage_max_len, long_documents.overlap)
+                      for _, text in chunk]
+            owners = np.repeat(np.arange(len(docids), len(docids) + len(chunk)), [len(p) for p in pieces])
+            encoded = encode(embedder, [p for doc in pieces for p in doc], embedding.passage_max_len,
+                             params.batch_size, desc=f"{desc} ({len(owners):,} passages)")
+            passage_vectors.append(encoded)
+            passage_doc.append(owners)
+            vectors.append(encoded[np.flatnonzero(np.diff(owners, prepend=-1))])
+        else:
+            vectors.append(encode(embedder, [text for _, text in chunk], embedding.passage_max_len,
+                                  params.batch_size, desc=desc))
+        docids.extend(docid for docid, _ in chunk)
+    corpus_vectors = np.concatenate(vectors)
     with atomic_dir(out_dir) as tmp:
-        np.save(tmp / VECTORS, vectors)
+        np.save(tmp / VECTORS, corpus_vectors)
         (tmp / DOCIDS).write_text("".join(f"{d}\n" for d in docids), encoding="utf-8")
-    logger.info("embedded %s documents with %s in %.1fs -> %s", f"{len(docids):,}", model_dir,
-                time.perf_counter() - started, out_dir)
-    return vectors
+        if maxp:
+            np.save(tmp / PASSAGE_VECTORS, np.concatenate(passage_vectors))
+            np.save(tmp / PASSAGE_DOC, np.concatenate(passage_doc))
+            logger.info("MaxP: %s documents -> %s passages", f"{len(docids):,}",
+                        f"{sum(len(p) for p in passage_doc):,}")
+    logger.info("embedded %s documents with %s (%s) in %.1fs -> %s", f"{len(docids):,}", model_dir,
+                embedder.precision, time.perf_counter() - started, out_dir)
+    return corpus_vectors
+
+
+def load_passage_embeddings(embeddings_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(passage vectors, document row of each passage), or None if the corpus was embedded without MaxP."""
+    if not (embeddings_dir / PASSAGE_VECTORS).is_file():
+        return None
+    return (np.load(embeddings_dir / PASSAGE_VECTORS, allow_pickle=False),
+            np.load(embeddings_dir / PASSAGE_DOC, allow_pickle=False))
 
 
 def load_corpus_embeddings(embeddings_dir: Path) -> tuple[list[str], np.ndarray]:
@@ -64,7 +126,8 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     embedding, params = embedding_params(args.params), encode_params(args.params)
-    embed_corpus(args.model_dir, load_corpus(args.dataset_dir), args.out_dir, embedding, params)
+    embed_corpus(args.model_dir, iter_corpus(args.dataset_dir), args.out_dir, embedding, params,
+                 long_document_params(args.params))
 
 
 if __name__ == "__main__":

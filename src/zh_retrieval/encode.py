@@ -54,9 +54,23 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto": bf16 where the hardware does it natively (GPUs from Ampere on, CPUs with AMX), else fp32.
+
+    On a CPU without AMX, bf16 autocast is emulated and slower than fp32.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return "bf16" if amx is not None and amx() else "fp32"
+
+
 def load_embedder(model_dir: Path, pooling: str, precision: str = "fp32", device: torch.device | None = None) -> Embedder:
     check_model_dir(model_dir)
     device = device or default_device()
+    precision = resolve_precision(precision, device)
     if precision == "fp16" and device.type != "cuda":
         raise InputError(model_dir, "fp16 needs a GPU", fix="use precision fp32 or bf16 on a CPU")
     try:
@@ -107,6 +121,29 @@ def encode(
             vectors = torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], embedder.pooling).float(), dim=-1)
             out[batch_ids] = vectors.cpu().numpy()
     return out
+
+
+def split_into_passages(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int, overlap: int) -> list[str]:
+    """Cut a text into overlapping pieces that each fit the model at `max_length` tokens (specials included).
+
+    Windows are cut on token boundaries and mapped back to character spans, so each passage is
+    plain text that any later step encodes like a document; the first passage is what truncation
+    would have kept.
+    """
+    window = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    if window <= overlap:
+        raise ValueError(f"overlap {overlap} must be smaller than the {window}-token window")
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+                        verbose=False)["offset_mapping"]
+    if len(offsets) <= window:
+        return [text]
+    passages = []
+    for start in range(0, len(offsets), window - overlap):
+        end = min(start + window, len(offsets))
+        passages.append(text[offsets[start][0] : offsets[end - 1][1]])
+        if end == len(offsets):
+            break
+    return passages
 
 
 def with_instruction(queries: list[str], instruction: str) -> list[str]:

@@ -5,7 +5,9 @@
 EMBEDDINGS_DIR is the embed stage's output for the same model (the whole corpus, encoded once).
 
 Writes OUT_DIR/run.trec (`query_id Q0 docid rank score tag`, the top max(k) documents of the
-whole corpus for every query) and METRICS_JSON (recall_at_k, ndcg_at_k, mrr_at_10 averaged
+whole corpus for every query), OUT_DIR/per_query.jsonl (each query's metrics and the rank of its
+first relevant document), OUT_DIR/maxp/ the same for MaxP when the embeddings have passages, and
+METRICS_JSON (recall_at_k, ndcg_at_k, mrr_at_10 averaged
 over all evaluation queries, plus how many queries and documents they were measured on).
 The metrics are computed from the run file as written, so anyone can recompute them from it.
 """
@@ -19,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from zh_retrieval.embed import load_corpus_embeddings
+from zh_retrieval.embed import load_corpus_embeddings, load_passage_embeddings
 from zh_retrieval.encode import encode, load_embedder, with_instruction
 from zh_retrieval.errors import InputError, run_stage
 from zh_retrieval.files import atomic_dir, read_jsonl, write_json
-from zh_retrieval.metrics import mean_metrics, per_query_metrics, read_qrels, read_trec_run, write_trec_run
+from zh_retrieval.metrics import read_qrels, score_run
 from zh_retrieval.params import EmbeddingParams, EncodeParams, EvaluateParams, embedding_params, encode_params, evaluate_params
-from zh_retrieval.search import search
+from zh_retrieval.search import maxp_search, search
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +45,18 @@ def load_eval_queries(prepared_dir: Path) -> tuple[dict[str, str], dict[str, dic
     return queries, qrels
 
 
+def as_run(query_ids: list[str], docids: list[str], scores: np.ndarray, rows: np.ndarray) -> dict[str, dict[str, float]]:
+    return {
+        query_id: {docids[i]: float(s) for s, i in zip(scores[n], rows[n]) if i >= 0}
+        for n, query_id in enumerate(query_ids)
+    }
+
+
 def evaluate(
     model_dir: Path,
     docids: list[str],
     corpus_vectors: np.ndarray,
+    passages: tuple[np.ndarray, np.ndarray] | None,
     queries: dict[str, str],
     qrels: dict[str, dict[str, int]],
     out_dir: Path,
@@ -54,23 +64,27 @@ def evaluate(
     encoding: EncodeParams,
     params: EvaluateParams,
     tag: str,
-) -> dict[str, float]:
-    """Dense retrieval over the whole corpus; returns the mean metrics and writes out_dir/run.trec."""
+) -> dict[str, float | int | str]:
+    """Dense retrieval over the whole corpus; returns the mean metrics and writes out_dir/run.trec.
+
+    With passage embeddings (MaxP), the metrics also hold `maxp.*`, and out_dir/maxp/ its run.
+    """
     started = time.perf_counter()
     embedder = load_embedder(model_dir, embedding.pooling, encoding.precision)
     query_ids = list(queries)
-    query_vectors = encode(embedder, with_instruction([queries[q] for q in query_ids], embedding.query_instruction),
+    instruction = embedding.query_instruction if params.use_query_instruction else ""
+    query_vectors = encode(embedder, with_instruction([queries[q] for q in query_ids], instruction),
                            embedding.query_max_len, encoding.batch_size, desc=f"{tag}: queries")
-    scores, indices = search(corpus_vectors, query_vectors, max(params.k))
-    run = {
-        query_id: {docids[i]: float(s) for s, i in zip(scores[row], indices[row]) if i >= 0}
-        for row, query_id in enumerate(query_ids)
-    }
+    runs = {"": as_run(query_ids, docids, *search(corpus_vectors, query_vectors, max(params.k)))}
+    if passages is not None:
+        runs["maxp"] = as_run(query_ids, docids, *maxp_search(*passages, query_vectors, max(params.k)))
     with atomic_dir(out_dir) as tmp:
-        write_trec_run(tmp / "run.trec", run, tag)
-        # Score the run as written (6 decimals), so recomputing from the file gives these numbers.
-        metrics = mean_metrics(per_query_metrics(qrels, read_trec_run(tmp / "run.trec"), params.k))
-    metrics.update(num_queries=len(qrels), num_corpus=len(docids))
+        metrics: dict = score_run(qrels, runs[""], params.k, tmp, tag)
+        if "maxp" in runs:
+            (tmp / "maxp").mkdir()
+            metrics["maxp"] = score_run(qrels, runs["maxp"], params.k, tmp / "maxp", f"{tag}_maxp")
+    # Recorded so a metrics file says how its queries were embedded.
+    metrics.update(num_queries=len(qrels), num_corpus=len(docids), query_instruction=instruction)
     logger.info("%s: %d queries, %d documents, %.1fs; ndcg_at_10 %.4f", tag, len(qrels), len(docids),
                 time.perf_counter() - started, metrics.get("ndcg_at_10", float("nan")))
     return metrics
@@ -95,7 +109,8 @@ def main() -> None:
         raise InputError(args.prepared_dir / "qrels.tsv", f"{len(unknown)} relevant docids are not among the "
                          f"embedded documents of {args.embeddings_dir}, e.g. {sorted(unknown)[0]!r}",
                          fix="re-run prepare and embed on the same dataset")
-    metrics = evaluate(args.model_dir, docids, corpus_vectors, queries, qrels, args.out_dir, embedding, encoding, params,
+    passages = load_passage_embeddings(args.embeddings_dir)
+    metrics = evaluate(args.model_dir, docids, corpus_vectors, passages, queries, qrels, args.out_dir, embedding, encoding, params,
                        args.tag or args.out_dir.name)
     write_json(args.metrics, metrics)
 

@@ -14,6 +14,8 @@ from typing import Any, TextIO
 
 from zh_retrieval.errors import InputError
 
+REVISION_FILE = "REVISION"  # in a fetched model or dataset directory: "<repo id>@<commit>"
+
 
 def _open_text(path: Path) -> TextIO:
     if path.suffix == ".gz":

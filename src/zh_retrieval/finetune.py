@@ -3,8 +3,10 @@
     python -m zh_retrieval.finetune BASE_MODEL_DIR TRAIN_JSONL OUT_DIR --params params.yaml
 
 Hyperparameters come from params.yaml (top-level `lr` and `seed`, `embedding.*`, `finetune.*`).
-On a machine with several GPUs the command re-launches itself under torchrun, one process per
-visible GPU (negatives shared across devices); on one GPU or a CPU it trains in this process.
+On a machine with several GPUs the command re-launches itself under torchrun (PyTorch's own
+launcher), one process per visible GPU (`finetune.nproc_per_node` overrides, NNODES/NODE_RANK/
+MASTER_ADDR/MASTER_PORT in the environment span machines), with negatives shared across
+devices; on one GPU or a CPU it trains in this process.
 
 OUT_DIR appears only when training has finished, and holds:
     model.safetensors, config.json, tokenizer files   load with FlagModel or AutoModel
@@ -87,8 +89,13 @@ def flag_arguments(base_model: Path, train_file: Path, output_dir: Path, embeddi
         sentence_pooling_method=embedding.pooling,
         normalize_embeddings=True,
         negatives_cross_device=world_size > 1,
+        # Without a GPU, several processes only form a group if the Trainer is told: CPU, gloo.
+        use_cpu=world_size > 1 and not torch.cuda.is_available(),
+        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
         fp16=params.precision == "fp16",
         bf16=params.precision == "bf16",
+        gradient_checkpointing=params.gradient_checkpointing,
+        deepspeed=params.deepspeed,
         logging_steps=params.logging_steps,
         save_strategy="no",  # the finished model is the output; checkpoints would only fill the cache
         # Never "all": the Trainer would find dvclive and rewrite the project's dvc.yaml.
@@ -131,16 +138,57 @@ def finish(trainer, model_args, data_args, tmp: Path, out_dir: Path, embedding: 
     logger.info("wrote %s", out_dir)
 
 
-def train(base_model: Path, train_file: Path, out_dir: Path, embedding: EmbeddingParams, params: FinetuneParams) -> None:
+def training_curves_callback(log_dir: Path):
+    """DVCLive's Hugging Face callback, writing loss, learning rate and gradient norm per logging step.
+
+    Set up deliberately: DVCLive's defaults would rewrite the project's dvc.yaml (dvcyaml) and
+    save an experiment of their own (save_dvc_exp); the plots are declared in dvc.yaml instead.
+    """
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
+
+    class TrainingStepCallback(DVCLiveCallback):
+        """Plot against the trainer's global step, not DVCLive's count of logging events."""
+
+        def on_log(self, args, state, control, **kwargs):
+            if self.live is not None:
+                self.live.step = state.global_step
+            super().on_log(args, state, control, **kwargs)
+
+    live = Live(dir=str(log_dir), dvcyaml=False, save_dvc_exp=False, report=None, monitor_system=False)
+    return TrainingStepCallback(live=live, log_model=False)
+
+
+def train(base_model: Path, train_file: Path, out_dir: Path, embedding: EmbeddingParams, params: FinetuneParams,
+          log_dir: Path | None = None) -> None:
     from FlagEmbedding.finetune.embedder.encoder_only.base import EncoderOnlyEmbedderRunner
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     tmp = partial_dir(out_dir)
     model_args, data_args, training_args = flag_arguments(base_model, train_file, tmp, embedding, params, world_size)
     runner = EncoderOnlyEmbedderRunner(model_args=model_args, data_args=data_args, training_args=training_args)
+    if log_dir is not None and runner.trainer.is_world_process_zero():
+        runner.trainer.add_callback(training_curves_callback(log_dir))
     runner.run()
     if runner.trainer.is_world_process_zero():
         finish(runner.trainer, model_args, data_args, tmp, out_dir, embedding)
+
+
+def torchrun_arguments(processes: int) -> list[str]:
+    """torchrun's topology: processes here from params, nodes from the environment (NNODES, NODE_RANK, MASTER_*).
+
+    On one machine torchrun picks a free rendezvous port itself; a multi-node job names the
+    first node's address and a port every node can reach.
+    """
+    nodes = int(os.environ.get("NNODES", "1"))
+    arguments = [f"--nproc_per_node={processes}", f"--nnodes={nodes}"]
+    if nodes > 1:
+        arguments += [f"--node_rank={os.environ.get('NODE_RANK', '0')}",
+                      f"--master_addr={os.environ.get('MASTER_ADDR', '127.0.0.1')}",
+                      f"--master_port={os.environ.get('MASTER_PORT', '29500')}"]
+    else:
+        arguments.append("--standalone")
+    return arguments
 
 
 def gpu_count() -> int:
@@ -153,6 +201,7 @@ def main() -> None:
     parser.add_argument("train_file", type=Path, help="prepare's train.jsonl")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--log-dir", type=Path, help="DVCLive directory for the training curves")
     args = parser.parse_args()
 
     embedding, params = embedding_params(args.params), finetune_params(args.params)
@@ -163,13 +212,13 @@ def main() -> None:
     if not launched_by_torchrun:
         check_train_file(args.train_file, params.train_group_size)
         shutil.rmtree(partial_dir(args.out_dir), ignore_errors=True)  # debris of an interrupted run
-    processes = gpu_count()
+    processes = params.nproc_per_node or max(gpu_count(), 1)
     if processes > 1 and not launched_by_torchrun:
-        logger.info("launching torchrun with %d processes, one per visible GPU", processes)
-        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+        command = [sys.executable, "-m", "torch.distributed.run", *torchrun_arguments(processes),
                    "-m", "zh_retrieval.finetune", *sys.argv[1:]]
+        logger.info("launching %s", " ".join(command))
         sys.exit(subprocess.run(command, check=False).returncode)
-    train(args.base_model, args.train_file, args.out_dir, embedding, params)
+    train(args.base_model, args.train_file, args.out_dir, embedding, params, args.log_dir)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ A query with no retrieved relevant document scores 0 and still counts in every a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -56,6 +57,31 @@ def per_query_metrics(qrels: Qrels, run: Run, ks: tuple[int, ...]) -> dict[str, 
 def mean_metrics(per_query: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     names = next(iter(per_query.values())).keys()
     return {name: sum(row[name] for row in per_query.values()) / len(per_query) for name in names}
+
+
+def first_relevant_rank(qrels: Mapping[str, int], scores: Mapping[str, float]) -> int | None:
+    """1-based rank of the first relevant document in the run, or None if none was retrieved."""
+    for rank, (docid, _) in enumerate(ranked(scores), start=1):
+        if qrels.get(docid, 0) > 0:
+            return rank
+    return None
+
+
+def score_run(qrels: Qrels, run: Run, ks: tuple[int, ...], out_dir: Path, tag: str) -> dict[str, float]:
+    """Write out_dir/run.trec and out_dir/per_query.jsonl; return the metrics averaged over all qrels queries.
+
+    The metrics are computed from run.trec as written (scores to 6 decimals), so anyone who
+    recomputes them from the file gets these numbers.
+    """
+    write_trec_run(out_dir / "run.trec", run, tag)
+    written = read_trec_run(out_dir / "run.trec")
+    per_query = per_query_metrics(qrels, written, ks)
+    with (out_dir / "per_query.jsonl").open("w", encoding="utf-8") as f:
+        for query_id, row in per_query.items():
+            record = {"query_id": query_id, **row,
+                      "first_relevant_rank": first_relevant_rank(qrels[query_id], written.get(query_id, {}))}
+            f.write(json.dumps(record) + "\n")
+    return mean_metrics(per_query)
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:

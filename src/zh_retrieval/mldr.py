@@ -11,7 +11,9 @@ positive document does not exist.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,21 +54,33 @@ def _string_field(row: dict[str, Any], field: str, path: Path, line: int) -> str
     return value
 
 
-def load_corpus(dataset_dir: Path) -> dict[str, str]:
-    """docid => text, in file order."""
+def iter_corpus(dataset_dir: Path) -> Iterator[tuple[str, str]]:
+    """(docid, text) in file order, each docid once, holding one document at a time.
+
+    A docid repeated with the same text is yielded once; with different text it is an error.
+    Only a hash per docid is kept, so a 200,000-document corpus streams in little memory.
+    """
     path = dataset_file(dataset_dir, "corpus")
-    corpus: dict[str, str] = {}
+    seen: dict[str, bytes] = {}  # docid => text digest
     for line, row in read_jsonl(path):
         docid = _string_field(row, "docid", path, line)
         text = _string_field(row, "text", path, line)
-        if docid in corpus and corpus[docid] != text:
-            raise InputError(path, f"docid {docid!r} appears twice with different text", line=line,
-                             fix="docids must be unique")
-        corpus[docid] = text
-    if not corpus:
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+        if docid in seen:
+            if seen[docid] != digest:
+                raise InputError(path, f"docid {docid!r} appears twice with different text", line=line,
+                                 fix="docids must be unique")
+            continue
+        seen[docid] = digest
+        yield docid, text
+    if not seen:
         raise InputError(path, "the corpus is empty")
-    logger.info("corpus %s: %s documents", path, f"{len(corpus):,}")
-    return corpus
+    logger.info("corpus %s: %s documents", path, f"{len(seen):,}")
+
+
+def load_corpus(dataset_dir: Path) -> dict[str, str]:
+    """docid => text, in file order."""
+    return dict(iter_corpus(dataset_dir))
 
 
 def _passage_ids(row: dict[str, Any], field: str, path: Path, line: int, corpus: dict[str, str]) -> tuple[str, ...]:

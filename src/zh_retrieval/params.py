@@ -31,6 +31,14 @@ class EmbeddingParams:
 
 
 @dataclass(frozen=True)
+class LongDocumentParams:
+    """MaxP: also score each document by its best passage, not only by its first max_len tokens."""
+
+    maxp: bool
+    overlap: int  # tokens shared by consecutive passages
+
+
+@dataclass(frozen=True)
 class PrepareParams:
     eval_split: str
 
@@ -59,6 +67,9 @@ class FinetuneParams:
     weight_decay: float
     logging_steps: int
     precision: str
+    gradient_checkpointing: bool  # trade compute for memory on long passages
+    deepspeed: str | None  # a DeepSpeed config file (e.g. configs/deepspeed_zero1.json), or None
+    nproc_per_node: int | None  # training processes on this machine; None: one per visible GPU
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,20 @@ class EncodeParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     k: tuple[int, ...]
+    use_query_instruction: bool  # off: evaluate without the instruction, to see what it is worth
+
+
+@dataclass(frozen=True)
+class BM25Params:
+    tokenizer: str  # "jieba" (words) or "bigram" (character bigrams)
+    k1: float
+    b: float
+
+
+@dataclass(frozen=True)
+class HybridParams:
+    rrf_k: int  # reciprocal rank fusion: score = sum of 1 / (rrf_k + rank)
+    dense_weight: float  # weighted fusion: w * dense + (1 - w) * bm25, each min-max normalised per query
 
 
 def load_params(path: Path) -> dict[str, Any]:
@@ -101,29 +126,29 @@ class _Reader:
             node = node[part]
         return node
 
-    def _bad(self, key: str, value: Any, expected: str) -> InputError:
+    def bad(self, key: str, value: Any, expected: str) -> InputError:
         return InputError(self.path, f"`{key}` is {value!r}; expected {expected}")
 
     def integer(self, key: str, minimum: int = 0) -> int:
         value = self.value(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self._bad(key, value, f"an integer >= {minimum}")
+            raise self.bad(key, value, f"an integer >= {minimum}")
         return value
 
     def number(self, key: str, minimum: float = 0.0, maximum: float = float("inf"), inclusive: bool = True) -> float:
         value = self.value(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self._bad(key, value, "a number")
+            raise self.bad(key, value, "a number")
         low_ok = value >= minimum if inclusive else value > minimum
         if not low_ok or value > maximum:
             bound = ">=" if inclusive else ">"
-            raise self._bad(key, value, f"a number {bound} {minimum}" + (f" and <= {maximum}" if maximum < float("inf") else ""))
+            raise self.bad(key, value, f"a number {bound} {minimum}" + (f" and <= {maximum}" if maximum < float("inf") else ""))
         return float(value)
 
     def boolean(self, key: str) -> bool:
         value = self.value(key)
         if not isinstance(value, bool):
-            raise self._bad(key, value, "true or false")
+            raise self.bad(key, value, "true or false")
         return value
 
     def string(self, key: str, choices: tuple[str, ...] | None = None, allow_empty: bool = False) -> str:
@@ -131,9 +156,9 @@ class _Reader:
         if value is None and allow_empty:
             return ""
         if not isinstance(value, str) or (not value and not allow_empty):
-            raise self._bad(key, value, "a string")
+            raise self.bad(key, value, "a string")
         if choices is not None and value not in choices:
-            raise self._bad(key, value, f"one of {', '.join(choices)}")
+            raise self.bad(key, value, f"one of {', '.join(choices)}")
         return value
 
 
@@ -145,6 +170,15 @@ def embedding_params(path: Path) -> EmbeddingParams:
         query_max_len=r.integer("embedding.query_max_len", minimum=1),
         passage_max_len=r.integer("embedding.passage_max_len", minimum=1),
     )
+
+
+def long_document_params(path: Path) -> LongDocumentParams:
+    r = _Reader(path, load_params(path))
+    overlap = r.integer("long_documents.overlap")
+    passage_max_len = r.integer("embedding.passage_max_len", minimum=1)
+    if overlap >= passage_max_len - 2:
+        raise r.bad("long_documents.overlap", overlap, "fewer tokens than embedding.passage_max_len - 2")
+    return LongDocumentParams(maxp=r.boolean("long_documents.maxp"), overlap=overlap)
 
 
 def prepare_params(path: Path) -> PrepareParams:
@@ -185,6 +219,10 @@ def finetune_params(path: Path) -> FinetuneParams:
         weight_decay=r.number("finetune.weight_decay"),
         logging_steps=r.integer("finetune.logging_steps", minimum=1),
         precision=r.string("finetune.precision", PRECISIONS),
+        gradient_checkpointing=r.boolean("finetune.gradient_checkpointing"),
+        deepspeed=r.string("finetune.deepspeed", allow_empty=True) or None,
+        nproc_per_node=(None if r.value("finetune.nproc_per_node") in (None, "auto")
+                        else r.integer("finetune.nproc_per_node", minimum=1)),
     )
 
 
@@ -192,15 +230,32 @@ def evaluate_params(path: Path) -> EvaluateParams:
     r = _Reader(path, load_params(path))
     k = r.value("evaluate.k")
     if not isinstance(k, list) or not k or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in k):
-        raise r._bad("evaluate.k", k, "a non-empty list of positive integers")
-    return EvaluateParams(k=tuple(sorted(set(k))))
+        raise r.bad("evaluate.k", k, "a non-empty list of positive integers")
+    return EvaluateParams(k=tuple(sorted(set(k))), use_query_instruction=r.boolean("evaluate.use_query_instruction"))
 
 
 def encode_params(path: Path) -> EncodeParams:
     r = _Reader(path, load_params(path))
     return EncodeParams(
         batch_size=r.integer("encode.batch_size", minimum=1),
-        precision=r.string("encode.precision", PRECISIONS),
+        precision=r.string("encode.precision", ("auto", *PRECISIONS)),
+    )
+
+
+def bm25_params(path: Path) -> BM25Params:
+    r = _Reader(path, load_params(path))
+    return BM25Params(
+        tokenizer=r.string("bm25.tokenizer", ("jieba", "bigram")),
+        k1=r.number("bm25.k1"),
+        b=r.number("bm25.b", maximum=1.0),
+    )
+
+
+def hybrid_params(path: Path) -> HybridParams:
+    r = _Reader(path, load_params(path))
+    return HybridParams(
+        rrf_k=r.integer("hybrid.rrf_k", minimum=0),
+        dense_weight=r.number("hybrid.dense_weight", maximum=1.0),
     )
 
 

@@ -25,3 +25,27 @@ def search(corpus_vectors: np.ndarray, query_vectors: np.ndarray, top_k: int, ba
     if not scores:
         return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
     return np.concatenate(scores), np.concatenate(indices)
+
+
+def maxp_search(passage_vectors: np.ndarray, passage_doc: np.ndarray, query_vectors: np.ndarray, top_k: int,
+                batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Like `search`, but a document scores its best passage's score (MaxP).
+
+    `passage_doc[i]` is the document row of passage i; each document's passages are contiguous
+    and in document order. Exact: every passage is scored, `batch_size` queries at a time.
+    """
+    starts = np.flatnonzero(np.diff(passage_doc, prepend=-1))
+    n_docs = len(starts)
+    k = min(top_k, n_docs)
+    all_scores, all_rows = [], []
+    for begin in range(0, len(query_vectors), batch_size):
+        passage_scores = query_vectors[begin : begin + batch_size] @ passage_vectors.T
+        doc_scores = np.maximum.reduceat(passage_scores, starts, axis=1)
+        rows = np.argpartition(-doc_scores, k - 1, axis=1)[:, :k]
+        picked = np.take_along_axis(doc_scores, rows, axis=1)
+        order = np.argsort(-picked, axis=1, kind="stable")
+        all_rows.append(np.take_along_axis(rows, order, axis=1))
+        all_scores.append(np.take_along_axis(picked, order, axis=1))
+    if not all_rows:
+        return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+    return np.concatenate(all_scores), np.concatenate(all_rows)

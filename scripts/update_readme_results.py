@@ -1,0 +1,23 @@
+"""Copy metrics/report.md (the report stage's output) into README.md between its report markers.
+
+    python scripts/update_readme_results.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- report -->\n", "<!-- /report -->"
+
+
+def main() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    report = (ROOT / "metrics" / "report.md").read_text(encoding="utf-8").removeprefix("# Results\n").strip()
+    before, rest = readme.split(START, 1)
+    _, after = rest.split(END, 1)
+    (ROOT / "README.md").write_text(f"{before}{START}{report}\n{END}{after}", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

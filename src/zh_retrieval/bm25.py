@@ -1,0 +1,99 @@
+"""evaluate_bm25: the lexical baseline, BM25 over the same corpus and queries, scored like the dense models.
+
+    python -m zh_retrieval.bm25 DATASET_DIR PREPARED_DIR OUT_DIR METRICS_JSON --params params.yaml
+
+BM25 from `bm25s` (Lucene's variant; k1 and b from params) over Chinese words from `jieba`, or
+over character bigrams. Writes OUT_DIR/run.trec and per_query.jsonl and METRICS_JSON in the same
+format as the dense evaluation. On MLDR zh, BM25 beats 512-token dense models (nDCG@10 34.6 in the
+BGE-M3 paper), so it is a row users need, not a formality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import bm25s
+import jieba
+
+from zh_retrieval.errors import InputError, run_stage
+from zh_retrieval.evaluate import load_eval_queries
+from zh_retrieval.files import atomic_dir, write_json
+from zh_retrieval.metrics import score_run
+from zh_retrieval.mldr import load_corpus
+from zh_retrieval.params import BM25Params, bm25_params, evaluate_params
+
+logger = logging.getLogger(__name__)
+
+WORD = re.compile(r"\w", re.UNICODE)  # a token without a letter, digit or CJK character is punctuation
+CJK_RUN = re.compile(r"[\u4e00-\u9fff]+|[^\W\u4e00-\u9fff]+", re.UNICODE)
+
+jieba.setLogLevel(logging.WARNING)
+
+
+def jieba_tokens(text: str) -> list[str]:
+    return [t for t in jieba.lcut(text.lower()) if WORD.search(t)]
+
+
+def bigram_tokens(text: str) -> list[str]:
+    """Overlapping character bigrams inside runs of Chinese characters; other words whole."""
+    tokens = []
+    for run in CJK_RUN.findall(text.lower()):
+        if "\u4e00" <= run[0] <= "\u9fff" and len(run) > 1:
+            tokens.extend(run[i : i + 2] for i in range(len(run) - 1))
+        else:
+            tokens.append(run)
+    return tokens
+
+
+TOKENIZERS: dict[str, Callable[[str], list[str]]] = {"jieba": jieba_tokens, "bigram": bigram_tokens}
+
+
+def bm25_run(corpus: dict[str, str], queries: dict[str, str], params: BM25Params, top_k: int
+             ) -> dict[str, dict[str, float]]:
+    """query_id => {docid: BM25 score} for the top_k documents of each query."""
+    tokenize = TOKENIZERS[params.tokenizer]
+    docids = list(corpus)
+    retriever = bm25s.BM25(k1=params.k1, b=params.b, method="lucene")
+    retriever.index([tokenize(corpus[d]) for d in docids], show_progress=False)
+    query_ids = list(queries)
+    # A query with no token in the vocabulary still gets a (zero-score) list, as bm25s pads with "".
+    query_tokens = [tokenize(queries[q]) or [""] for q in query_ids]
+    rows, scores = retriever.retrieve(query_tokens, k=min(top_k, len(docids)), show_progress=False, n_threads=1)
+    return {
+        query_id: {docids[int(i)]: float(s) for i, s in zip(rows[n], scores[n])}
+        for n, query_id in enumerate(query_ids)
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset_dir", type=Path)
+    parser.add_argument("prepared_dir", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("metrics", type=Path)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    params, ks = bm25_params(args.params), evaluate_params(args.params).k
+    queries, qrels = load_eval_queries(args.prepared_dir)
+    corpus = load_corpus(args.dataset_dir)
+    unknown = {d for docs in qrels.values() for d in docs} - set(corpus)
+    if unknown:
+        raise InputError(args.prepared_dir / "qrels.tsv", f"relevant docid {sorted(unknown)[0]!r} is not in the corpus "
+                         f"of {args.dataset_dir}", fix="re-run prepare on this dataset")
+    started = time.perf_counter()
+    run = bm25_run(corpus, queries, params, max(ks))
+    with atomic_dir(args.out_dir) as tmp:
+        metrics = score_run(qrels, run, ks, tmp, "bm25")
+    metrics.update(num_queries=len(qrels), num_corpus=len(corpus))
+    write_json(args.metrics, metrics)
+    logger.info("bm25 (%s): %d queries, %d documents, %.1fs; ndcg_at_10 %.4f", params.tokenizer, len(qrels),
+                len(corpus), time.perf_counter() - started, metrics.get("ndcg_at_10", float("nan")))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,74 @@
+"""Which queries did fine-tuning help or hurt? Compare two evaluations query by query.
+
+    python -m zh_retrieval.compare output/eval/base output/eval/finetuned --metric ndcg_at_10 --top 10
+
+Reads each directory's per_query.jsonl and prints how many queries improved, stayed and degraded,
+then the `--top` most improved and most degraded with their first relevant rank before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from zh_retrieval.errors import InputError, run_stage
+from zh_retrieval.files import read_jsonl
+
+
+@dataclass(frozen=True)
+class Change:
+    query_id: str
+    before: float
+    after: float
+    rank_before: int | None
+    rank_after: int | None
+
+    @property
+    def delta(self) -> float:
+        return self.after - self.before
+
+
+def read_per_query(eval_dir: Path) -> dict[str, dict]:
+    return {row["query_id"]: row for _, row in read_jsonl(eval_dir / "per_query.jsonl")}
+
+
+def compare(before: dict[str, dict], after: dict[str, dict], metric: str) -> list[Change]:
+    """One Change per query of `before`, best improvement first; ties by query id."""
+    missing = set(before) ^ set(after)
+    if missing:
+        raise InputError("per_query.jsonl", f"the two evaluations cover different queries, e.g. {sorted(missing)[0]!r}")
+    if before and metric not in next(iter(before.values())):
+        raise InputError("per_query.jsonl", f"no metric {metric!r}")
+    changes = [Change(q, before[q][metric], after[q][metric], before[q].get("first_relevant_rank"),
+                      after[q].get("first_relevant_rank")) for q in before]
+    return sorted(changes, key=lambda c: (-c.delta, c.query_id))
+
+
+def summary(changes: list[Change], tolerance: float = 1e-9) -> dict[str, int]:
+    return {
+        "improved": sum(c.delta > tolerance for c in changes),
+        "unchanged": sum(abs(c.delta) <= tolerance for c in changes),
+        "degraded": sum(c.delta < -tolerance for c in changes),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("before", type=Path, help="an evaluation directory, e.g. output/eval/base")
+    parser.add_argument("after", type=Path, help="e.g. output/eval/finetuned")
+    parser.add_argument("--metric", default="ndcg_at_10")
+    parser.add_argument("--top", type=int, default=10)
+    args = parser.parse_args()
+    changes = compare(read_per_query(args.before), read_per_query(args.after), args.metric)
+    counts = summary(changes)
+    print(f"{args.metric}: {counts['improved']} improved, {counts['unchanged']} unchanged, "
+          f"{counts['degraded']} degraded of {len(changes)} queries")
+    for title, rows in (("most improved", changes[: args.top]), ("most degraded", changes[::-1][: args.top])):
+        print(f"\n{title}:\n{'query_id':<28} {'before':>7} {'after':>7} {'delta':>7}  first relevant rank")
+        for c in rows:
+            print(f"{c.query_id:<28} {c.before:7.3f} {c.after:7.3f} {c.delta:+7.3f}  {c.rank_before} -> {c.rank_after}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

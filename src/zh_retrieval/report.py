@@ -1,0 +1,132 @@
+"""report: the results table and the comparison plots, written from the metrics of one run.
+
+    python -m zh_retrieval.report METRICS_DIR EVAL_DIR REPORT_MD PLOTS_DIR --params params.yaml
+
+Writes REPORT_MD (base / fine-tuned / BM25 / hybrid rows, the gain, query and document counts,
+the revisions of the model and dataset, the params that matter) and, under PLOTS_DIR, the data of
+the plots dvc.yaml declares: recall@k and nDCG@k per model (at_k/<model>.csv) and how many queries
+fine-tuning improved, left unchanged and degraded (per_query_change.csv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from zh_retrieval.compare import compare, read_per_query, summary
+from zh_retrieval.errors import InputError, run_stage
+from zh_retrieval.files import REVISION_FILE, atomic_file
+from zh_retrieval.params import load_params
+
+logger = logging.getLogger(__name__)
+
+ROWS = [  # (metrics file stem, label)
+    ("base", "base model"),
+    ("finetuned", "fine-tuned"),
+    ("bm25", "BM25"),
+    ("hybrid_rrf", "hybrid (RRF, BM25 + fine-tuned)"),
+    ("hybrid_weighted", "hybrid (weighted, BM25 + fine-tuned)"),
+]
+COLUMNS = ["recall_at_10", "ndcg_at_10", "mrr_at_10", "recall_at_100"]
+
+
+
+def revision(path: Path) -> str:
+    """What a model or dataset directory is: its recorded hub revision, else a content hash of its files."""
+    if (path / REVISION_FILE).is_file():
+        return (path / REVISION_FILE).read_text(encoding="utf-8").strip()
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return f"sha256:{digest.hexdigest()[:12]}"
+
+
+def load_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:
+    found = {}
+    for stem, _ in ROWS:
+        path = metrics_dir / f"{stem}.json"
+        if path.is_file():
+            found[stem] = json.loads(path.read_text(encoding="utf-8"))
+    for required in ("base", "finetuned"):
+        if required not in found:
+            raise InputError(metrics_dir / f"{required}.json", "file not found", fix="run the evaluate stages first")
+    return found
+
+
+def results_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    header = "| | " + " | ".join(c.replace("_at_", "@") for c in COLUMNS) + " |"
+    lines = [header, "|---" * (len(COLUMNS) + 1) + "|"]
+    for stem, label in ROWS:
+        if stem in metrics:
+            lines.append(f"| {label} | " + " | ".join(f"{metrics[stem][c]:.4f}" for c in COLUMNS) + " |")
+    base, tuned = metrics["base"], metrics["finetuned"]
+    lines.append("| gain (fine-tuned − base) | " + " | ".join(f"{tuned[c] - base[c]:+.4f}" for c in COLUMNS) + " |")
+    if "maxp" in tuned:
+        lines.append("| fine-tuned, MaxP over passages | " + " | ".join(f"{tuned['maxp'][c]:.4f}" for c in COLUMNS)
+                     + " |")
+    return lines
+
+
+def render_report(metrics: dict[str, dict[str, Any]], params: dict[str, Any], changes: dict[str, int]) -> str:
+    base = metrics["base"]
+    finetune, mine = params.get("finetune", {}), params.get("mine", {})
+    embedding = params.get("embedding", {})
+    setting = [
+        f"- model: `{params['base_model']}` ({revision(Path(params['base_model']))}); "
+        f"dataset: `{params['dataset']}` ({revision(Path(params['dataset']))})",
+        f"- measured on {base['num_queries']} test queries over {base['num_corpus']:,} documents",
+        f"- lr {params['lr']}, epochs {finetune.get('epochs')}, batch {finetune.get('per_device_batch_size')}, "
+        f"train_group_size {finetune.get('train_group_size')}, temperature {finetune.get('temperature')}, "
+        f"pooling {embedding.get('pooling')}, passage_max_len {embedding.get('passage_max_len')}, "
+        f"hard_ratio {mine.get('hard_ratio')}, seed {params.get('seed')}",
+        f"- query instruction: `{base.get('query_instruction', '')}`",
+        f"- nDCG@10 per query, fine-tuned vs base: {changes['improved']} improved, {changes['unchanged']} unchanged, "
+        f"{changes['degraded']} degraded",
+    ]
+    return "\n".join(["# Results", "", *results_table(metrics), "", *setting, ""])
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    with atomic_file(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def at_k_rows(metrics: dict[str, Any]) -> list[list[Any]]:
+    ks = sorted(int(key.rsplit("_", 1)[1]) for key in metrics if key.startswith("ndcg_at_"))
+    return [[k, metrics[f"recall_at_{k}"], metrics[f"ndcg_at_{k}"]] for k in ks]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("metrics_dir", type=Path)
+    parser.add_argument("eval_dir", type=Path, help="the evaluations' directory (output/eval)")
+    parser.add_argument("report", type=Path)
+    parser.add_argument("plots_dir", type=Path)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    metrics = load_metrics(args.metrics_dir)
+    changes = summary(compare(read_per_query(args.eval_dir / "base"), read_per_query(args.eval_dir / "finetuned"),
+                              "ndcg_at_10"))
+    for stem in ("base", "finetuned", "bm25"):
+        if stem in metrics:
+            write_csv(args.plots_dir / "at_k" / f"{stem}.csv", ["k", "recall", "ndcg"], at_k_rows(metrics[stem]))
+    write_csv(args.plots_dir / "per_query_change.csv", ["outcome", "queries"],
+              [[outcome, count] for outcome, count in changes.items()])
+    report = render_report(metrics, load_params(args.params), changes)
+    with atomic_file(args.report) as tmp:
+        tmp.write_text(report, encoding="utf-8")
+    logger.info("wrote %s and the plot data under %s", args.report, args.plots_dir)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,49 @@
+"""Multi-process training through torchrun, on the CPU: two processes with the gloo backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import CORPUS, ROOT, TINY_MODEL, write_lines
+from zh_retrieval.encode import check_model_dir, encode, load_embedder
+
+
+def small_params(tmp_path: Path) -> Path:
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    for old, new in [("nproc_per_node: auto", "nproc_per_node: 2"), ("epochs: 2", "epochs: 1"),
+                     ("per_device_batch_size: 8", "per_device_batch_size: 2"),
+                     ("train_group_size: 8", "train_group_size: 2"), ("passage_max_len: 512", "passage_max_len: 64"),
+                     ("logging_steps: 10", "logging_steps: 1")]:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_two_process_training_on_cpu(tmp_path: Path) -> None:
+    texts = list(CORPUS.values())
+    train = write_lines(tmp_path / "train.jsonl", [
+        {"query": text[:4], "pos": [text], "neg": [texts[(i + 1) % len(texts)]]} for i, text in enumerate(texts)
+    ])
+    out = tmp_path / "finetuned"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run(
+        [sys.executable, "-m", "zh_retrieval.finetune", str(TINY_MODEL), str(train), str(out),
+         "--params", str(small_params(tmp_path)), "--log-dir", str(tmp_path / "curves")],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--nproc_per_node=2" in result.stderr
+    check_model_dir(out)
+    args = json.loads((out / "training_args.json").read_text())
+    assert args["negatives_cross_device"] is True, "negatives are shared across the two processes"
+    state = json.loads((out / "trainer_state.json").read_text())
+    # 6 queries, 2 per device, 2 devices: 2 optimizer steps in the one epoch.
+    assert state["global_step"] == 2
+    vectors = encode(load_embedder(out, "mean"), texts[:2], 64)
+    assert vectors.shape == (2, 128)
+    assert not list(tmp_path.glob(".finetuned*")), "no partial directory left behind"

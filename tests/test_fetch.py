@@ -1,0 +1,90 @@
+"""fetch's real huggingface_hub calls, against a local stand-in of the hub and against no hub at all."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_MODEL
+from hub_stand_in import HubStandIn
+from zh_retrieval.encode import check_model_dir
+from zh_retrieval.fetch import PRESETS
+
+COMMIT_MODEL = PRESETS["bge-base-zh-v1.5"].revision
+COMMIT_DATA = PRESETS["mldr-zh"].revision
+
+
+def run_fetch(endpoint: str, *args: str | Path, home: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_ETAG_TIMEOUT="5", HF_HUB_DOWNLOAD_TIMEOUT="5")
+    env.pop("HF_HUB_OFFLINE", None)
+    return subprocess.run([sys.executable, "-m", "zh_retrieval.fetch", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+def test_model_preset_fetches_the_pinned_revision_and_only_safe_files(tmp_path: Path) -> None:
+    files = {p.name: p.read_bytes() for p in TINY_MODEL.iterdir()}
+    files["pytorch_model.bin"] = b"a pickle that must not be fetched"
+    files["1_Pooling/config.json"] = b'{"pooling_mode_cls_token": true}'
+    with HubStandIn() as hub:
+        hub.add("model", "BAAI/bge-base-zh-v1.5", COMMIT_MODEL, files)
+        hub.add("model", "BAAI/bge-base-zh-v1.5", "0" * 40, {"config.json": b"{}"})  # another revision
+        target = tmp_path / "models" / "bge"
+        result = run_fetch(hub.endpoint, "bge-base-zh-v1.5", target, home=tmp_path / "hf")
+    assert result.returncode == 0, result.stderr
+    assert (target / "REVISION").read_text() == f"BAAI/bge-base-zh-v1.5@{COMMIT_MODEL}\n"
+    assert not (target / "pytorch_model.bin").exists() and not (target / ".download").exists()
+    assert (target / "1_Pooling" / "config.json").is_file()
+    assert (target / "model.safetensors").read_bytes() == (TINY_MODEL / "model.safetensors").read_bytes()
+    check_model_dir(target)
+    assert any(f"/api/models/BAAI/bge-base-zh-v1.5/revision/{COMMIT_MODEL}" in r for r in hub.requests)
+
+
+def test_dataset_preset_takes_the_zh_folder(tmp_path: Path) -> None:
+    files = {f"mldr-v1.0-zh/{name}": name.encode() for name in ("corpus.jsonl.gz", "train.jsonl.gz", "test.jsonl.gz")}
+    files["mldr-v1.0-en/corpus.jsonl.gz"] = b"not this language"
+    with HubStandIn() as hub:
+        hub.add("dataset", "Shitao/MLDR", COMMIT_DATA, files)
+        result = run_fetch(hub.endpoint, "mldr-zh", tmp_path / "mldr", home=tmp_path / "hf")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "mldr").iterdir()) == [
+        "REVISION", "corpus.jsonl.gz", "test.jsonl.gz", "train.jsonl.gz"]
+    assert (tmp_path / "mldr" / "REVISION").read_text().strip() == f"Shitao/MLDR@{COMMIT_DATA}"
+
+
+def test_unknown_revision_is_named(tmp_path: Path) -> None:
+    with HubStandIn() as hub:
+        hub.add("model", "BAAI/bge-base-zh-v1.5", COMMIT_MODEL, {"config.json": b"{}"})
+        result = run_fetch(hub.endpoint, "bge-base-zh-v1.5", tmp_path / "m", "--revision", "f" * 40,
+                           home=tmp_path / "hf")
+    assert result.returncode == 2
+    assert f"has no revision {'f' * 40}" in result.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_hub_gives_a_clear_error_and_no_directory(tmp_path: Path) -> None:
+    target = tmp_path / "models" / "bge"
+    target.parent.mkdir()
+    result = run_fetch(f"http://127.0.0.1:{closed_port()}", "bge-base-zh-v1.5", target, home=tmp_path / "hf")
+    assert result.returncode == 2
+    assert "cannot download BAAI/bge-base-zh-v1.5@" in result.stderr
+    assert "HF_ENDPOINT" in result.stderr and "dvc pull" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(target.parent.iterdir()) == [], "no partial directory"
+
+
+@pytest.mark.parametrize("args", [["--repo-id", "x/y"], []])
+def test_incomplete_arguments(tmp_path: Path, args: list[str]) -> None:
+    result = run_fetch("http://127.0.0.1:1", *(args or []), tmp_path / "t", home=tmp_path / "hf")
+    assert result.returncode == 2 and "give a preset" in result.stderr

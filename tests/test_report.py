@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from conftest import TINY_MODEL
+from zh_retrieval.report import at_k_rows, render_report, results_table, revision
+
+METRICS = {
+    "base": {"recall_at_10": 0.1, "ndcg_at_10": 0.05, "mrr_at_10": 0.04, "recall_at_100": 0.4, "recall_at_1": 0.0,
+             "ndcg_at_1": 0.0, "ndcg_at_100": 0.1, "num_queries": 3, "num_corpus": 1000,
+             "query_instruction": "说明："},
+    "finetuned": {"recall_at_10": 0.3, "ndcg_at_10": 0.2, "mrr_at_10": 0.15, "recall_at_100": 0.8,
+                  "num_queries": 3, "num_corpus": 1000},
+    "bm25": {"recall_at_10": 0.9, "ndcg_at_10": 0.7, "mrr_at_10": 0.6, "recall_at_100": 1.0},
+}
+
+
+def test_table_has_a_row_per_run_and_the_gain() -> None:
+    lines = results_table(METRICS)
+    assert lines[0] == "| | recall@10 | ndcg@10 | mrr@10 | recall@100 |"
+    assert lines[2] == "| base model | 0.1000 | 0.0500 | 0.0400 | 0.4000 |"
+    assert lines[4].startswith("| BM25 | 0.9000")
+    assert lines[5] == "| gain (fine-tuned − base) | +0.2000 | +0.1500 | +0.1100 | +0.4000 |"
+
+
+def test_report_names_revisions_counts_and_params(tmp_path: Path) -> None:
+    dataset = tmp_path / "data"
+    dataset.mkdir()
+    (dataset / "corpus.jsonl").write_text("{}\n")
+    params = {"base_model": str(TINY_MODEL), "dataset": str(dataset), "lr": 2e-5, "seed": 1,
+              "finetune": {"epochs": 2, "train_group_size": 8}, "mine": {"hard_ratio": 0.7},
+              "embedding": {"pooling": "cls", "passage_max_len": 512}}
+    text = render_report(METRICS, params, {"improved": 2, "unchanged": 0, "degraded": 1})
+    assert "3 test queries over 1,000 documents" in text
+    assert "lr 2e-05" in text and "hard_ratio 0.7" in text and "pooling cls" in text
+    assert f"({revision(TINY_MODEL)})" in text and revision(TINY_MODEL).startswith("sha256:")
+    assert "2 improved, 0 unchanged, 1 degraded" in text and "`说明：`" in text
+
+
+def test_revision_prefers_the_recorded_hub_revision(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(TINY_MODEL, model)
+    assert revision(model) == revision(TINY_MODEL), "a content hash, independent of where the directory is"
+    (model / "REVISION").write_text("BAAI/bge-base-zh-v1.5@abc123\n")
+    assert revision(model) == "BAAI/bge-base-zh-v1.5@abc123"
+
+
+def test_at_k_rows_in_k_order() -> None:
+    assert at_k_rows(METRICS["base"]) == [[1, 0.0, 0.0], [10, 0.1, 0.05], [100, 0.4, 0.1]]
+
+
+def test_readme_shows_the_committed_report() -> None:
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- report -->\n", 1)[1].split("<!-- /report -->", 1)[0]
+    report = (root / "metrics" / "report.md").read_text(encoding="utf-8")
+    assert block.strip() == report.removeprefix("# Results\n").strip()
