@@ -108,15 +108,16 @@ def test_repro_then_experiment(repo: Path) -> None:
 
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-q", "-m", "results", cwd=repo)
-    # Changing how negatives are mined touches the mine stage alone (finetune and the fine-tuned
-    # evaluation follow through their data deps), never the base model's corpus embeddings.
+    # Changing how negatives are mined touches the mine stage (finetune and the fine-tuned evaluation
+    # follow through their data deps) and the report that quotes it, never the base model's corpus
+    # embeddings or evaluation.
     params = (repo / "params.yaml").read_text(encoding="utf-8")
     (repo / "params.yaml").write_text(params.replace("hard_ratio: 0.7", "hard_ratio: 0.5"), encoding="utf-8")
-    assert json.loads(sh("dvc", "status", "--json", cwd=repo).splitlines()[-1]).keys() == {"mine"}
+    assert json.loads(sh("dvc", "status", "--json", cwd=repo).splitlines()[-1]).keys() == {"mine", "report"}
     (repo / "params.yaml").write_text(params, encoding="utf-8")
 
     log = sh("dvc", "exp", "run", "-S", "lr=2e-5", cwd=repo)
-    assert ran(log) == {"finetune", "embed@finetuned", "evaluate@finetuned", "evaluate_hybrid"}, log
+    assert ran(log) == {"finetune", "embed@finetuned", "evaluate@finetuned", "evaluate_hybrid", "report"}, log
     training_args = json.loads((repo / "output/finetuned/training_args.json").read_text())
     assert training_args["learning_rate"] == 2e-5
 
