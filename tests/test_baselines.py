@@ -108,3 +108,18 @@ def test_embedding_in_chunks_matches_one_pass(tmp_path: Path, maxp: bool) -> Non
         np.testing.assert_allclose(passage_vectors, load_passage_embeddings(tmp_path / "whole")[0], atol=1e-5)
     else:
         assert passages is None
+
+
+def test_several_devices_encode_what_one_does(tmp_path: Path) -> None:
+    """Two worker processes (on the CPU here, one per GPU on a GPU machine) give the one-process vectors."""
+    corpus = {f"{d}-{i}": text * (1 + 7 * i) for i in range(4) for d, text in CORPUS.items()}
+    embedding = EmbeddingParams(pooling="mean", query_instruction="", query_max_len=32, passage_max_len=66)
+    encoding = EncodeParams(batch_size=3, precision="fp32")
+    long_documents = LongDocumentParams(maxp=True, overlap=8)
+    one = embed_corpus(TINY_MODEL, corpus.items(), tmp_path / "one", embedding, encoding, long_documents,
+                       devices=["cpu"])
+    two = embed_corpus(TINY_MODEL, corpus.items(), tmp_path / "two", embedding, encoding, long_documents,
+                       chunk_size=10, devices=["cpu", "cpu"])
+    np.testing.assert_allclose(two, one, atol=1e-5)
+    np.testing.assert_allclose(load_passage_embeddings(tmp_path / "two")[0], load_passage_embeddings(tmp_path / "one")[0],
+                               atol=1e-5)

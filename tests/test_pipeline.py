@@ -149,3 +149,39 @@ def test_finetuned_model_loads_in_flagembedding_and_sentence_transformers(repo: 
                      query_instruction_for_retrieval=embedding.query_instruction)
     np.testing.assert_allclose(flag.encode_corpus(texts), ours, atol=1e-5)
     np.testing.assert_allclose(flag.encode_queries(texts), query_ours, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_teammate_pulls_results_instead_of_rerunning(repo: Path, tmp_path: Path) -> None:
+    """dvc push --run-cache here; a fresh clone gets models, data and metrics with `dvc repro --pull`, running nothing."""
+    experiments = sh("dvc", "exp", "list", "--name-only", cwd=repo).split()
+    sh("git", "reset", "-q", "--hard", cwd=repo)
+    sh("dvc", "checkout", "--force", cwd=repo)
+    if ran(sh("dvc", "repro", cwd=repo)):  # this test alone: produce the results first
+        sh("git", "add", "-A", cwd=repo)
+        sh("git", "commit", "-q", "-m", "results", cwd=repo)
+    sh("dvc", "remote", "add", "-d", "team", str(tmp_path / "dvc-remote"), cwd=repo)
+    sh("git", "add", ".dvc/config", cwd=repo)
+    sh("git", "commit", "-q", "-m", "team remote", cwd=repo)
+    sh("dvc", "push", "--run-cache", cwd=repo)
+    sh("git", "init", "-q", "--bare", str(tmp_path / "origin.git"), cwd=tmp_path)
+    sh("git", "remote", "add", "origin", str(tmp_path / "origin.git"), cwd=repo)
+    sh("git", "push", "-q", "origin", "main", cwd=repo)
+    if experiments:
+        sh("dvc", "exp", "push", "origin", *experiments, cwd=repo)
+
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(tmp_path / "origin.git"), str(clone), cwd=tmp_path)
+    log = sh("dvc", "repro", "--pull", cwd=clone)
+    assert ran(log) == set(), log
+    assert "up to date" in sh("dvc", "status", cwd=clone)
+    for path in ("output/finetuned/model.safetensors", "output/embeddings/base/corpus.npy", "data/mined/train.jsonl"):
+        assert (clone / path).is_file(), path
+    assert (clone / "output/finetuned/model.safetensors").read_bytes() == \
+        (repo / "output/finetuned/model.safetensors").read_bytes()
+
+    if experiments:
+        sh("dvc", "exp", "pull", "origin", *experiments, cwd=clone)
+        shown = sh("dvc", "exp", "show", "--csv", cwd=clone)
+        assert all(name in shown for name in experiments)
+        assert "2e-05" in shown, "the experiment's lr travels with it"

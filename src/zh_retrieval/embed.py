@@ -4,24 +4,29 @@
 
 Writes OUT_DIR/corpus.npy (float32, one unit vector per document) and OUT_DIR/docids.txt (the
 docid of each row); with `long_documents.maxp`, also passages.npy (one vector per overlapping
-passage) and passage_doc.npy (the document row of each passage). The base model's corpus embeddings feed both hard-negative mining and the
-base model's evaluation, so changing how negatives are mined never re-encodes the corpus.
+passage) and passage_doc.npy (the document row of each passage). The base model's corpus
+embeddings feed both hard-negative mining and the base model's evaluation, so changing how
+negatives are mined never re-encodes the corpus. Every visible GPU takes a share of the work.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
+from transformers import AutoTokenizer
 
 from zh_retrieval.encode import encode, load_embedder, split_into_passages
 from zh_retrieval.errors import InputError, run_stage
 from zh_retrieval.files import atomic_dir
 from zh_retrieval.mldr import iter_corpus
+from zh_retrieval.multidevice import DevicePool, visible_devices
 from zh_retrieval.params import (
     EmbeddingParams,
     EncodeParams,
@@ -53,16 +58,38 @@ def _chunks(items: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[
 
 def embed_corpus(model_dir: Path, corpus: Iterable[tuple[str, str]], out_dir: Path, embedding: EmbeddingParams,
                  params: EncodeParams, long_documents: LongDocumentParams | None = None,
-                 chunk_size: int = CHUNK_DOCUMENTS) -> np.ndarray:
+                 chunk_size: int = CHUNK_DOCUMENTS, devices: list[str] | None = None) -> np.ndarray:
     """Encode every (docid, text) (truncated to passage_max_len); with MaxP on, every passage of it too.
 
     The corpus streams through in chunks of `chunk_size` documents, each sorted by length inside
     encode, so memory holds the vectors and one chunk of text, never the whole corpus. With MaxP,
     a document's own vector is its first passage's: the first passage is exactly the text
-    truncation keeps, so the corpus is not encoded twice.
+    truncation keeps, so the corpus is not encoded twice. With several devices (default: every
+    visible GPU), each encodes a share of every chunk in its own process.
     """
+    devices = devices or visible_devices()
+    with contextlib.ExitStack() as stack:
+        if len(devices) > 1:
+            pool = stack.enter_context(DevicePool(model_dir, embedding.pooling, params.precision, devices))
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+            def encode_texts(texts: list[str], desc: str) -> np.ndarray:
+                return pool.encode(texts, embedding.passage_max_len, params.batch_size, desc=desc)
+        else:
+            embedder = load_embedder(model_dir, embedding.pooling, params.precision, torch.device(devices[0]))
+            tokenizer = embedder.tokenizer
+
+            def encode_texts(texts: list[str], desc: str) -> np.ndarray:
+                return encode(embedder, texts, embedding.passage_max_len, params.batch_size, desc=desc)
+
+        return _embed_chunks(corpus, out_dir, tokenizer, encode_texts, embedding, long_documents, chunk_size,
+                             f"{model_dir} on {', '.join(devices)}")
+
+
+def _embed_chunks(corpus: Iterable[tuple[str, str]], out_dir: Path, tokenizer, encode_texts,
+                  embedding: EmbeddingParams, long_documents: LongDocumentParams | None, chunk_size: int,
+                  what: str) -> np.ndarray:
     started = time.perf_counter()
-    embedder = load_embedder(model_dir, embedding.pooling, params.precision)
     maxp = long_documents is not None and long_documents.maxp
     docids: list[str] = []
     vectors: list[np.ndarray] = []
@@ -71,17 +98,15 @@ def embed_corpus(model_dir: Path, corpus: Iterable[tuple[str, str]], out_dir: Pa
     for chunk in _chunks(corpus, chunk_size):
         desc = f"{out_dir.name}: documents {len(docids):,}+{len(chunk):,}"
         if maxp:
-            pieces = [split_into_passages(embedder.tokenizer, text, embedding.passage_max_len, long_documents.overlap)
+            pieces = [split_into_passages(tokenizer, text, embedding.passage_max_len, long_documents.overlap)
                       for _, text in chunk]
             owners = np.repeat(np.arange(len(docids), len(docids) + len(chunk)), [len(p) for p in pieces])
-            encoded = encode(embedder, [p for doc in pieces for p in doc], embedding.passage_max_len,
-                             params.batch_size, desc=f"{desc} ({len(owners):,} passages)")
+            encoded = encode_texts([p for doc in pieces for p in doc], f"{desc} ({len(owners):,} passages)")
             passage_vectors.append(encoded)
             passage_doc.append(owners)
             vectors.append(encoded[np.flatnonzero(np.diff(owners, prepend=-1))])
         else:
-            vectors.append(encode(embedder, [text for _, text in chunk], embedding.passage_max_len,
-                                  params.batch_size, desc=desc))
+            vectors.append(encode_texts([text for _, text in chunk], desc))
         docids.extend(docid for docid, _ in chunk)
     corpus_vectors = np.concatenate(vectors)
     with atomic_dir(out_dir) as tmp:
@@ -92,8 +117,8 @@ def embed_corpus(model_dir: Path, corpus: Iterable[tuple[str, str]], out_dir: Pa
             np.save(tmp / PASSAGE_DOC, np.concatenate(passage_doc))
             logger.info("MaxP: %s documents -> %s passages", f"{len(docids):,}",
                         f"{sum(len(p) for p in passage_doc):,}")
-    logger.info("embedded %s documents with %s (%s) in %.1fs -> %s", f"{len(docids):,}", model_dir,
-                embedder.precision, time.perf_counter() - started, out_dir)
+    logger.info("embedded %s documents with %s in %.1fs -> %s", f"{len(docids):,}", what,
+                time.perf_counter() - started, out_dir)
     return corpus_vectors
 
 

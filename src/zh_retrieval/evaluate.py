@@ -26,7 +26,14 @@ from zh_retrieval.encode import encode, load_embedder, with_instruction
 from zh_retrieval.errors import InputError, run_stage
 from zh_retrieval.files import atomic_dir, read_jsonl, write_json
 from zh_retrieval.metrics import read_qrels, score_run
-from zh_retrieval.params import EmbeddingParams, EncodeParams, EvaluateParams, embedding_params, encode_params, evaluate_params
+from zh_retrieval.params import (
+    EmbeddingParams,
+    EncodeParams,
+    EvaluateParams,
+    embedding_params,
+    encode_params,
+    evaluate_params,
+)
 from zh_retrieval.search import maxp_search, search
 
 logger = logging.getLogger(__name__)
