@@ -22,12 +22,12 @@ METRIC_KEYS = {f"{m}_at_{k}" for m in ("recall", "ndcg") for k in (1, 5, 10, 100
                                                                                       "num_corpus"}
 
 
-def sh(*args: str, cwd: Path) -> str:
+def sh(*args: str, cwd: Path, check: bool = True) -> str:
     env = dict(os.environ, PATH=f"{Path(os.sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0 or not check, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
 
 
@@ -156,7 +156,7 @@ def test_teammate_pulls_results_instead_of_rerunning(repo: Path, tmp_path: Path)
     """dvc push --run-cache here; a fresh clone gets models, data and metrics with `dvc repro --pull`, running nothing."""
     experiments = sh("dvc", "exp", "list", "--name-only", cwd=repo).split()
     sh("git", "reset", "-q", "--hard", cwd=repo)
-    sh("dvc", "checkout", "--force", cwd=repo)
+    sh("dvc", "checkout", "--force", cwd=repo, check=False)  # nothing to check out when this test runs alone
     if ran(sh("dvc", "repro", cwd=repo)):  # this test alone: produce the results first
         sh("git", "add", "-A", cwd=repo)
         sh("git", "commit", "-q", "-m", "results", cwd=repo)
@@ -164,7 +164,7 @@ def test_teammate_pulls_results_instead_of_rerunning(repo: Path, tmp_path: Path)
     sh("git", "add", ".dvc/config", cwd=repo)
     sh("git", "commit", "-q", "-m", "team remote", cwd=repo)
     sh("dvc", "push", "--run-cache", cwd=repo)
-    sh("git", "init", "-q", "--bare", str(tmp_path / "origin.git"), cwd=tmp_path)
+    sh("git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "origin.git"), cwd=tmp_path)
     sh("git", "remote", "add", "origin", str(tmp_path / "origin.git"), cwd=repo)
     sh("git", "push", "-q", "origin", "main", cwd=repo)
     if experiments:
