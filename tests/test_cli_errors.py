@@ -75,3 +75,15 @@ def test_finetune_with_a_query_without_negatives(tmp_path: Path) -> None:
                                                    {"query": "问", "pos": ["答"], "neg": []}])
     result = run_module("zh_retrieval.finetune", TINY_MODEL, train, tmp_path / "out", "--params", PARAMS)
     assert result.returncode == 2 and f"{train}:2: `pos` and `neg` must each hold at least one text" in result.stderr
+
+
+def test_mine_with_more_negatives_than_the_corpus_holds(dataset_dir: Path, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS.read_text(encoding="utf-8").replace("train_group_size: 8", "train_group_size: 9"))
+    prepared = tmp_path / "prepared"
+    assert run_module("zh_retrieval.prepare", dataset_dir, prepared, "--params", params).returncode == 0
+    result = run_module("zh_retrieval.mine", TINY_MODEL, tmp_path / "no-embeddings", dataset_dir,
+                        prepared / "train_queries.jsonl", tmp_path / "mined", "--params", params)
+    assert result.returncode == 2
+    assert "8 negatives per query" in result.stderr and "only 5 documents" in result.stderr
+    assert str(params) in result.stderr and not (tmp_path / "mined").exists()

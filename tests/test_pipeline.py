@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ruamel.yaml import YAML
 
 from conftest import ROOT
 from zh_retrieval.encode import encode, load_embedder, with_instruction
@@ -22,10 +23,27 @@ METRIC_KEYS = {f"{m}_at_{k}" for m in ("recall", "ndcg") for k in (1, 5, 10, 100
                                                                                       "num_corpus"}
 
 
-def sh(*args: str, cwd: Path, check: bool = True) -> str:
+CLOSED_PORT_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, every connection is refused
+
+
+def offline_prefix() -> list[str]:
+    """A network namespace with no interface up (needs root and unshare), where one can be made."""
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "-n"]
+    return []
+
+
+def sh(*args: str, cwd: Path, check: bool = True, offline: bool = False) -> str:
+    """Run a command; `offline` cuts it off the network (namespace, and proxies pointing at a closed port)."""
     env = dict(os.environ, PATH=f"{Path(os.sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    if offline:
+        env.update({name: CLOSED_PORT_PROXY for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy",
+                                                          "https_proxy", "all_proxy")})
+        env.pop("NO_PROXY", None)
+        env.pop("no_proxy", None)
+        args = (*offline_prefix(), *args)
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0 or not check, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
@@ -74,7 +92,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_repro_then_experiment(repo: Path) -> None:
-    sh("dvc", "repro", cwd=repo)
+    # The whole pipeline runs with the network out of reach: nothing after the fetch needs it.
+    sh("dvc", "repro", cwd=repo, offline=True)
     base = json.loads((repo / "metrics/base.json").read_text())
     finetuned = json.loads((repo / "metrics/finetuned.json").read_text())
     assert METRIC_KEYS <= base.keys() and METRIC_KEYS <= finetuned.keys()
@@ -97,7 +116,13 @@ def test_repro_then_experiment(repo: Path) -> None:
     mined = json.loads((repo / "metrics/mine.json").read_text())
     assert mined["queries"] == 449 and mined["hard_negatives"] > 0 and mined["random_negatives"] > 0
 
-    # The committed metrics are what this code produces (CPU training here is deterministic).
+    # Same code, params and data: byte-identical prepared and mined files (DVC's hashes of them) ...
+    committed_lock, reproduced_lock = (YAML(typ="safe").load((root / "dvc.lock").read_text()) for root in (ROOT, repo))
+    for stage, out in (("prepare", "data/prepared"), ("mine", "data/mined")):
+        hashes = [next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == out)
+                  for lock in (committed_lock, reproduced_lock)]
+        assert hashes[0] == hashes[1], out
+    # ... and the committed metrics are what this code produces (CPU training here is deterministic).
     for name in ("prepare", "mine", "base", "finetuned", "bm25", "hybrid_rrf", "hybrid_weighted"):
         committed = flatten(json.loads((ROOT / f"metrics/{name}.json").read_text()))
         reproduced = flatten(json.loads((repo / f"metrics/{name}.json").read_text()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -101,3 +102,16 @@ def atomic_file(final: Path) -> Iterator[Path]:
         _remove(tmp)
         raise
     os.replace(tmp, final)
+
+
+def revision(path: Path) -> str:
+    """What a model or dataset directory is: its recorded hub revision, else a content hash of its files."""
+    if (path / REVISION_FILE).is_file():
+        return (path / REVISION_FILE).read_text(encoding="utf-8").strip()
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return f"sha256:{digest.hexdigest()[:12]}"

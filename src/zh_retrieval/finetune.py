@@ -13,12 +13,17 @@ OUT_DIR appears only when training has finished, and holds:
     modules.json, 1_Pooling/, 2_Normalize/, ...        `SentenceTransformer(OUT_DIR)` with the trained pooling
     training_args.json, data_args.json                 what the trainer actually ran with (learning_rate, ...)
     trainer_state.json                                 loss and learning rate per logging step
+
+With `finetune.checkpoint_steps`, a killed run leaves its checkpoints in a hidden sibling of
+OUT_DIR, and the next run of the same model, data and params resumes from the last one;
+otherwise the next run starts clean. OUT_DIR itself never holds a half-trained model.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -31,7 +36,7 @@ import torch
 
 from zh_retrieval.encode import check_model_dir
 from zh_retrieval.errors import InputError, run_stage
-from zh_retrieval.files import read_jsonl
+from zh_retrieval.files import read_jsonl, revision
 from zh_retrieval.params import EmbeddingParams, FinetuneParams, embedding_params, finetune_params
 
 logger = logging.getLogger(__name__)
@@ -40,6 +45,49 @@ logger = logging.getLogger(__name__)
 def partial_dir(out_dir: Path) -> Path:
     """Where training writes until it succeeds; one fixed name so every torchrun rank agrees on it."""
     return out_dir.parent / f".{out_dir.name}.partial"
+
+
+def fingerprint_file(out_dir: Path) -> Path:
+    """Beside the partial directory: what the checkpoints in it were trained from."""
+    return out_dir.parent / f".{out_dir.name}.partial.json"
+
+
+def training_fingerprint(base_model: Path, train_file: Path, embedding: EmbeddingParams, params: FinetuneParams) -> str:
+    """A run may only resume checkpoints of the same model, data and hyperparameters."""
+    described = {
+        "base_model": revision(base_model),
+        "train_file": hashlib.sha256(train_file.read_bytes()).hexdigest(),
+        "embedding": dataclasses.asdict(embedding),
+        "finetune": {k: v for k, v in dataclasses.asdict(params).items() if k != "nproc_per_node"},
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    checkpoints = [p for p in directory.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(checkpoints, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def prepare_partial_dir(out_dir: Path, fingerprint: str, resume: bool) -> Path | None:
+    """Keep an interrupted run's checkpoints if resuming is on and they match this run; else start clean.
+
+    Returns the checkpoint to resume from, if any.
+    """
+    tmp, recorded = partial_dir(out_dir), fingerprint_file(out_dir)
+    checkpoint = latest_checkpoint(tmp) if tmp.is_dir() else None
+    same_run = recorded.is_file() and recorded.read_text(encoding="utf-8").strip() == fingerprint
+    if resume and checkpoint is not None and same_run:
+        logger.info("resuming from %s", checkpoint)
+        return checkpoint
+    if tmp.exists():
+        logger.info("removing %s left by an interrupted run (%s)", tmp,
+                    "resuming is off" if not resume else "no matching checkpoint")
+        shutil.rmtree(tmp)
+    if resume:
+        recorded.write_text(fingerprint + "\n", encoding="utf-8")
+    else:
+        recorded.unlink(missing_ok=True)
+    return None
 
 
 def check_train_file(train_file: Path, group_size: int) -> int:
@@ -97,7 +145,10 @@ def flag_arguments(base_model: Path, train_file: Path, output_dir: Path, embeddi
         gradient_checkpointing=params.gradient_checkpointing,
         deepspeed=params.deepspeed,
         logging_steps=params.logging_steps,
-        save_strategy="no",  # the finished model is the output; checkpoints would only fill the cache
+        # The finished model is the output; checkpoints exist only to resume an interrupted run.
+        save_strategy="steps" if params.checkpoint_steps else "no",
+        save_steps=params.checkpoint_steps or 500,
+        save_total_limit=2,  # the last one may be half-written when the process is killed
         # Never "all": the Trainer would find dvclive and rewrite the project's dvc.yaml.
         report_to="none",
         seed=params.seed,
@@ -132,9 +183,12 @@ def finish(trainer, model_args, data_args, tmp: Path, out_dir: Path, embedding: 
     (tmp / "data_args.json").write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
     trainer.state.save_to_json(str(tmp / "trainer_state.json"))
     write_sentence_transformers_config(tmp, embedding)
+    for checkpoint in tmp.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
+    fingerprint_file(out_dir).unlink(missing_ok=True)
     logger.info("wrote %s", out_dir)
 
 
@@ -166,12 +220,32 @@ def train(base_model: Path, train_file: Path, out_dir: Path, embedding: Embeddin
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     tmp = partial_dir(out_dir)
     model_args, data_args, training_args = flag_arguments(base_model, train_file, tmp, embedding, params, world_size)
+    checkpoint = latest_checkpoint(tmp) if params.checkpoint_steps and tmp.is_dir() else None
+    training_args.resume_from_checkpoint = str(checkpoint) if checkpoint else None
     runner = EncoderOnlyEmbedderRunner(model_args=model_args, data_args=data_args, training_args=training_args)
+    if checkpoint is not None:
+        restore_checkpoint_weights(runner.model, checkpoint)
     if log_dir is not None and runner.trainer.is_world_process_zero():
         runner.trainer.add_callback(training_curves_callback(log_dir))
     runner.run()
     if runner.trainer.is_world_process_zero():
         finish(runner.trainer, model_args, data_args, tmp, out_dir, embedding)
+
+
+def restore_checkpoint_weights(model, checkpoint: Path) -> None:
+    """Load a checkpoint's weights into the encoder inside FlagEmbedding's wrapper.
+
+    FlagEmbedding saves the inner encoder's weights (keys without the wrapper's `model.` prefix).
+    The Trainer loads a checkpoint into the wrapper with strict=False, which then matches no key
+    and silently resumes from the *base* weights with the checkpoint's optimizer state. So the
+    weights are restored here, strictly; the Trainer still restores optimizer, scheduler, RNG
+    state and step, and its own load (matching nothing) changes nothing.
+    """
+    from safetensors.torch import load_file
+
+    model.model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=True)
+    model._keys_to_ignore_on_save = None  # read by the Trainer after its load; absent on the wrapper
+    logger.info("restored the encoder's weights from %s", checkpoint)
 
 
 def torchrun_arguments(processes: int) -> list[str]:
@@ -211,7 +285,8 @@ def main() -> None:
     launched_by_torchrun = "LOCAL_RANK" in os.environ
     if not launched_by_torchrun:
         check_train_file(args.train_file, params.train_group_size)
-        shutil.rmtree(partial_dir(args.out_dir), ignore_errors=True)  # debris of an interrupted run
+        fingerprint = training_fingerprint(args.base_model, args.train_file, embedding, params)
+        prepare_partial_dir(args.out_dir, fingerprint, resume=params.checkpoint_steps is not None)
     processes = params.nproc_per_node or max(gpu_count(), 1)
     if processes > 1 and not launched_by_torchrun:
         command = [sys.executable, "-m", "torch.distributed.run", *torchrun_arguments(processes),

@@ -140,6 +140,16 @@ def mine(
     return results
 
 
+def check_corpus_size(corpus: dict[str, str], queries: list[TrainQuery], params: MineParams, params_file: Path) -> None:
+    """Fail before any encoding if some query cannot get its negatives: FlagEmbedding would repeat them."""
+    most_positives = max(len(q.positive_ids) for q in queries)
+    available = len(corpus) - most_positives
+    if params.negatives_per_query > available:
+        raise InputError(params_file, f"{params.negatives_per_query} negatives per query (finetune.train_group_size "
+                         f"- 1, or mine.negatives_per_query) but the corpus has only {available} documents besides "
+                         f"a query's positives", fix="lower finetune.train_group_size or use a larger corpus")
+
+
 def mining_stats(mined: list[Mined]) -> dict[str, float | int | None]:
     counts = {source: sum(1 for m in mined for _, s in m.negatives if s == source)
               for source in ("dataset", "hard", "random")}
@@ -200,8 +210,9 @@ def main() -> None:
     args = parser.parse_args()
     embedding, encoding, params = embedding_params(args.params), encode_params(args.params), mine_params(args.params)
     queries = read_train_queries(args.train_queries)
-    stats = run_mining(args.model_dir, args.embeddings_dir, load_corpus(args.dataset_dir), queries, args.out_dir,
-                       embedding, encoding, params)
+    corpus = load_corpus(args.dataset_dir)
+    check_corpus_size(corpus, queries, params, args.params)
+    stats = run_mining(args.model_dir, args.embeddings_dir, corpus, queries, args.out_dir, embedding, encoding, params)
     if args.stats:
         write_json(args.stats, stats)
 

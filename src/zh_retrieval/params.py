@@ -70,6 +70,7 @@ class FinetuneParams:
     gradient_checkpointing: bool  # trade compute for memory on long passages
     deepspeed: str | None  # a DeepSpeed config file (e.g. configs/deepspeed_zero1.json), or None
     nproc_per_node: int | None  # training processes on this machine; None: one per visible GPU
+    checkpoint_steps: int | None  # save a resumable checkpoint every N steps; None: no checkpoints
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,8 @@ def finetune_params(path: Path) -> FinetuneParams:
         deepspeed=r.string("finetune.deepspeed", allow_empty=True) or None,
         nproc_per_node=(None if r.value("finetune.nproc_per_node") in (None, "auto")
                         else r.integer("finetune.nproc_per_node", minimum=1)),
+        checkpoint_steps=(None if r.value("finetune.checkpoint_steps") is None
+                          else r.integer("finetune.checkpoint_steps", minimum=1)),
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 from zh_retrieval.compare import compare, read_per_query, summary
 from zh_retrieval.errors import InputError, run_stage
-from zh_retrieval.files import REVISION_FILE, atomic_file
+from zh_retrieval.files import atomic_file, revision
 from zh_retrieval.params import load_params
 
 logger = logging.getLogger(__name__)
@@ -34,19 +33,6 @@ ROWS = [  # (metrics file stem, label)
 ]
 COLUMNS = ["recall_at_10", "ndcg_at_10", "mrr_at_10", "recall_at_100"]
 
-
-
-def revision(path: Path) -> str:
-    """What a model or dataset directory is: its recorded hub revision, else a content hash of its files."""
-    if (path / REVISION_FILE).is_file():
-        return (path / REVISION_FILE).read_text(encoding="utf-8").strip()
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode())
-        with file.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return f"sha256:{digest.hexdigest()[:12]}"
 
 
 def load_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:

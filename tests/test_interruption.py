@@ -1,0 +1,95 @@
+"""Killing finetune part-way: resume from the last checkpoint when enabled, restart clean otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from conftest import CORPUS, ROOT, TINY_MODEL, write_lines
+from zh_retrieval.encode import check_model_dir
+
+
+def params_file(tmp_path: Path, checkpoint_steps: str) -> Path:
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    for old, new in [("per_device_batch_size: 8", "per_device_batch_size: 2"),
+                     ("train_group_size: 8", "train_group_size: 2"), ("passage_max_len: 512", "passage_max_len: 32"),
+                     ("checkpoint_steps: null", f"checkpoint_steps: {checkpoint_steps}")]:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path = tmp_path / f"params-{checkpoint_steps}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def train_file(tmp_path: Path) -> Path:
+    texts = list(CORPUS.values())
+    rows = [{"query": f"{t[:3]}{i}", "pos": [t], "neg": [texts[(i + 1) % len(texts)]]}
+            for i, t in enumerate(texts * 10)]  # 60 queries: 60 steps at batch 2 over 2 epochs
+    return write_lines(tmp_path / "train.jsonl", rows)
+
+
+def start(tmp_path: Path, params: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "zh_retrieval.finetune", str(TINY_MODEL), str(tmp_path / "train.jsonl"), str(out),
+         "--params", str(params)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+
+
+def kill_after_first_checkpoint(process: subprocess.Popen, partial: Path, signal_number: int = signal.SIGKILL,
+                                timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(partial.glob("checkpoint-*/trainer_state.json")):
+        assert process.poll() is None, f"training ended before its first checkpoint:\n{process.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(signal_number)
+    process.wait()
+
+
+def test_terminated_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    train_file(tmp_path)
+    params, out = params_file(tmp_path, "10"), tmp_path / "finetuned"
+    first = start(tmp_path, params, out)
+    kill_after_first_checkpoint(first, tmp_path / ".finetuned.partial", signal.SIGTERM)
+    assert not out.exists(), "a killed run publishes nothing"
+
+    second = start(tmp_path, params, out)
+    _, stderr = second.communicate(timeout=600)
+    assert second.returncode == 0, stderr[-3000:]
+    assert "resuming from" in stderr and "checkpoint-" in stderr
+    check_model_dir(out)
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 60
+    assert not list(out.glob("checkpoint-*")), "checkpoints are not part of the model"
+    assert not (tmp_path / ".finetuned.partial").exists() and not (tmp_path / ".finetuned.partial.json").exists()
+
+    # The resumed run ends where an uninterrupted one does: weights, not just the step count.
+    uninterrupted = tmp_path / "uninterrupted"
+    third = start(tmp_path, params, uninterrupted)
+    _, stderr = third.communicate(timeout=600)
+    assert third.returncode == 0, stderr[-3000:]
+    resumed, reference = load_file(out / "model.safetensors"), load_file(uninterrupted / "model.safetensors")
+    assert resumed.keys() == reference.keys()
+    for name, tensor in reference.items():
+        torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_killed_run_restarts_clean_without_checkpoints(tmp_path: Path) -> None:
+    train_file(tmp_path)
+    resumable, plain, out = params_file(tmp_path, "10"), params_file(tmp_path, "null"), tmp_path / "finetuned"
+    first = start(tmp_path, resumable, out)
+    kill_after_first_checkpoint(first, tmp_path / ".finetuned.partial", signal.SIGKILL)
+
+    # Resuming is off in this run: the leftovers are removed and training starts from step 0.
+    second = start(tmp_path, plain, out)
+    _, stderr = second.communicate(timeout=600)
+    assert second.returncode == 0, stderr[-3000:]
+    assert "resuming from" not in stderr and "left by an interrupted run (resuming is off)" in stderr
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 60
