@@ -22,7 +22,8 @@ COMMIT_DATA = PRESETS["mldr-zh"].revision
 def run_fetch(endpoint: str, *args: str | Path, home: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1",
                HF_HUB_ETAG_TIMEOUT="5", HF_HUB_DOWNLOAD_TIMEOUT="5")
-    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("HF_HUB_OFFLINE", None)  # CI runs offline; fetch is the one command that goes to a hub
+    env.pop("TRANSFORMERS_OFFLINE", None)
     return subprocess.run([sys.executable, "-m", "zh_retrieval.fetch", *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=120)
 
@@ -88,3 +89,12 @@ def test_unreachable_hub_gives_a_clear_error_and_no_directory(tmp_path: Path) ->
 def test_incomplete_arguments(tmp_path: Path, args: list[str]) -> None:
     result = run_fetch("http://127.0.0.1:1", *(args or []), tmp_path / "t", home=tmp_path / "hf")
     assert result.returncode == 2 and "give a preset" in result.stderr
+
+
+def test_offline_mode_is_named_instead_of_tried(tmp_path: Path) -> None:
+    env_home = tmp_path / "hf"
+    env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:1", HF_HOME=str(env_home), TRANSFORMERS_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-m", "zh_retrieval.fetch", "bge-base-zh-v1.5", str(tmp_path / "m")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert "TRANSFORMERS_OFFLINE" in result.stderr and "unset" in result.stderr

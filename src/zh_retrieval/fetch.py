@@ -64,6 +64,11 @@ def fetch(source: Source, target: Path) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RevisionNotFoundError
     from requests.exceptions import RequestException
 
+    offline = [name for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+               if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")]
+    if offline:
+        raise InputError(target, f"{' and '.join(offline)} set: huggingface_hub will not download",
+                         fix=f"unset {' '.join(offline)} for this one command; every later stage runs offline")
     with atomic_dir(target) as tmp:
         download = tmp / ".download"
         try:
