@@ -116,9 +116,10 @@ def test_repro_then_experiment(repo: Path) -> None:
     mined = json.loads((repo / "metrics/mine.json").read_text())
     assert mined["queries"] == 449 and mined["hard_negatives"] > 0 and mined["random_negatives"] > 0
 
-    # Same code, params and data: byte-identical prepared and mined files (DVC's hashes of them) ...
+    # Same code, params and data: byte-identical prepared and mined files and, on the CPU, the same
+    # fine-tuned model directory (DVC's hashes of them) ...
     committed_lock, reproduced_lock = (YAML(typ="safe").load((root / "dvc.lock").read_text()) for root in (ROOT, repo))
-    for stage, out in (("prepare", "data/prepared"), ("mine", "data/mined")):
+    for stage, out in (("prepare", "data/prepared"), ("mine", "data/mined"), ("finetune", "output/finetuned")):
         hashes = [next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == out)
                   for lock in (committed_lock, reproduced_lock)]
         assert hashes[0] == hashes[1], out

@@ -145,6 +145,9 @@ def flag_arguments(base_model: Path, train_file: Path, output_dir: Path, embeddi
         gradient_checkpointing=params.gradient_checkpointing,
         deepspeed=params.deepspeed,
         logging_steps=params.logging_steps,
+        # The default carries a timestamp and the host name into training_args.json, which would
+        # make every run's model directory differ and defeat DVC's run-cache.
+        logging_dir=str(output_dir / "logs"),
         # The finished model is the output; checkpoints exist only to resume an interrupted run.
         save_strategy="steps" if params.checkpoint_steps else "no",
         save_steps=params.checkpoint_steps or 500,
@@ -174,6 +177,20 @@ def write_sentence_transformers_config(model_dir: Path, embedding: EmbeddingPara
     model.save(str(model_dir), create_model_card=False)
 
 
+TIMING_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second")
+
+
+def reproducible_state(state) -> str:
+    """The Trainer's state as JSON without wall-clock timings, so the same run gives the same directory.
+
+    The timings still reach the training curves (metrics/training); in the model directory they
+    would change its hash on every run and defeat DVC's run-cache.
+    """
+    data = dataclasses.asdict(state)
+    data["log_history"] = [{k: v for k, v in entry.items() if k not in TIMING_KEYS} for entry in data["log_history"]]
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
 def finish(trainer, model_args, data_args, tmp: Path, out_dir: Path, embedding: EmbeddingParams) -> None:
     """Record how the model was trained, add the sentence-transformers config, and publish the directory."""
     (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_args.json says the same safely
@@ -181,7 +198,7 @@ def finish(trainer, model_args, data_args, tmp: Path, out_dir: Path, embedding: 
     data = dataclasses.asdict(data_args)
     data["model_name_or_path"] = model_args.model_name_or_path
     (tmp / "data_args.json").write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    trainer.state.save_to_json(str(tmp / "trainer_state.json"))
+    (tmp / "trainer_state.json").write_text(reproducible_state(trainer.state), encoding="utf-8")
     write_sentence_transformers_config(tmp, embedding)
     for checkpoint in tmp.glob("checkpoint-*"):
         shutil.rmtree(checkpoint)
