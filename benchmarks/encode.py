@@ -55,7 +55,8 @@ def base_sized_model(out_dir: Path) -> Path:
     return out_dir
 
 
-def encoders(model_dir: Path, pooling: str, max_length: int, batch_size: int) -> dict[str, Callable[[list[str]], np.ndarray]]:
+def encoders(model_dir: Path, pooling: str, max_length: int, batch_size: int
+             ) -> dict[str, Callable[[list[str]], np.ndarray]]:
     from FlagEmbedding import FlagModel
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer

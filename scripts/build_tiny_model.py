@@ -81,7 +81,8 @@ def build_tiny_model(dataset_dir: Path, out_dir: Path, seed: int) -> BertConfig:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset_dir", type=Path, help="an MLDR-layout directory whose characters the vocabulary covers")
+    parser.add_argument("dataset_dir", type=Path,
+                        help="an MLDR-layout directory whose characters the vocabulary covers")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

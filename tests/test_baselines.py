@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import CORPUS, TINY_MODEL
+
 from zh_retrieval.bm25 import bigram_tokens, bm25_run, jieba_tokens
 from zh_retrieval.compare import compare, read_per_query, summary
+from zh_retrieval.embed import embed_corpus, load_corpus_embeddings, load_passage_embeddings
 from zh_retrieval.encode import load_embedder, split_into_passages
 from zh_retrieval.hybrid import reciprocal_rank_fusion, top, weighted_fusion
 from zh_retrieval.metrics import score_run
-from zh_retrieval.embed import embed_corpus, load_corpus_embeddings, load_passage_embeddings
 from zh_retrieval.params import BM25Params, EmbeddingParams, EncodeParams, LongDocumentParams
 from zh_retrieval.search import maxp_search, search
 
@@ -121,5 +121,5 @@ def test_several_devices_encode_what_one_does(tmp_path: Path) -> None:
     two = embed_corpus(TINY_MODEL, corpus.items(), tmp_path / "two", embedding, encoding, long_documents,
                        chunk_size=10, devices=["cpu", "cpu"])
     np.testing.assert_allclose(two, one, atol=1e-5)
-    np.testing.assert_allclose(load_passage_embeddings(tmp_path / "two")[0], load_passage_embeddings(tmp_path / "one")[0],
-                               atol=1e-5)
+    np.testing.assert_allclose(load_passage_embeddings(tmp_path / "two")[0],
+                               load_passage_embeddings(tmp_path / "one")[0], atol=1e-5)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from conftest import CORPUS, ROOT, TINY_MODEL, write_lines
+
 from zh_retrieval.encode import check_model_dir, encode, load_embedder
 
 

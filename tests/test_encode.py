@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import CORPUS, TINY_MODEL
+
 from zh_retrieval.encode import check_model_dir, encode, load_embedder, pool, with_instruction
 from zh_retrieval.errors import InputError
 
@@ -36,7 +36,8 @@ def test_pooling_changes_the_vectors() -> None:
 
 
 def test_instruction_goes_before_the_query() -> None:
-    assert with_instruction(["列出目录"], "为这个句子生成表示以用于检索相关文章：") == ["为这个句子生成表示以用于检索相关文章：列出目录"]
+    instruction = "为这个句子生成表示以用于检索相关文章："
+    assert with_instruction(["列出目录"], instruction) == [f"{instruction}列出目录"]
     assert with_instruction(["列出目录"], "") == ["列出目录"]
 
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_MODEL
 from hub_stand_in import HubStandIn
+
 from zh_retrieval.encode import check_model_dir
 from zh_retrieval.fetch import PRESETS
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import torch
+from conftest import CORPUS, ROOT, TINY_MODEL, write_lines
 from safetensors.torch import load_file
 
-from conftest import CORPUS, ROOT, TINY_MODEL, write_lines
 from zh_retrieval.encode import check_model_dir
 
 

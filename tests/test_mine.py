@@ -4,8 +4,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
 from conftest import CORPUS, TINY_MODEL
+
 from zh_retrieval.embed import embed_corpus
 from zh_retrieval.mine import TrainQuery, mine, mining_stats, run_mining
 from zh_retrieval.params import EmbeddingParams, EncodeParams, MineParams
@@ -44,7 +44,8 @@ def test_positive_inside_the_window_is_never_a_negative() -> None:
 
 def test_false_negative_guard_skips_candidates_close_to_the_positive() -> None:
     # With the positive at rank 3, d0 and d1 score above it; d1 is in the window and must be skipped.
-    mined = run("d2", replace(PARAMS, negatives_per_query=2, hard_rank_min=2, hard_rank_max=5, false_negative_margin=0.0))
+    mined = run("d2", replace(PARAMS, negatives_per_query=2, hard_rank_min=2, hard_rank_max=5,
+                              false_negative_margin=0.0))
     assert mined.skipped_false_negatives == 1
     assert [d for d, s in mined.negatives if s == "hard"] == ["d3", "d4"]
     # A margin wide enough to cover every candidate leaves no hard negative: random ones fill in.

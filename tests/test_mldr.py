@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import CORPUS, query_row, write_lines
+
 from zh_retrieval.errors import InputError
 from zh_retrieval.mldr import load_corpus, load_queries
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from ruamel.yaml import YAML
 
-from conftest import ROOT
 from zh_retrieval.encode import encode, load_embedder, with_instruction
 from zh_retrieval.metrics import mean_metrics, per_query_metrics, read_qrels, read_trec_run
 from zh_retrieval.params import embedding_params
@@ -45,7 +45,8 @@ def sh(*args: str, cwd: Path, check: bool = True, offline: bool = False) -> str:
         env.pop("no_proxy", None)
         args = (*offline_prefix(), *args)
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0 or not check, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0 or not check, \
+        f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
 
 
@@ -129,8 +130,8 @@ def test_repro_then_experiment(repo: Path) -> None:
         reproduced = flatten(json.loads((repo / f"metrics/{name}.json").read_text()))
         assert committed.keys() == reproduced.keys(), name
         for key, value in committed.items():
-            assert value == (pytest.approx(reproduced[key], abs=1e-6) if isinstance(value, float) else reproduced[key]), \
-                f"{name}: {key}"
+            expected = pytest.approx(reproduced[key], abs=1e-6) if isinstance(value, float) else reproduced[key]
+            assert value == expected, f"{name}: {key}"
 
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-q", "-m", "results", cwd=repo)
@@ -179,7 +180,7 @@ def test_finetuned_model_loads_in_flagembedding_and_sentence_transformers(repo: 
 
 @pytest.mark.slow
 def test_teammate_pulls_results_instead_of_rerunning(repo: Path, tmp_path: Path) -> None:
-    """dvc push --run-cache here; a fresh clone gets models, data and metrics with `dvc repro --pull`, running nothing."""
+    """dvc push --run-cache here; a fresh clone gets models, data and metrics by `dvc repro --pull`, running nothing."""
     experiments = sh("dvc", "exp", "list", "--name-only", cwd=repo).split()
     sh("git", "reset", "-q", "--hard", cwd=repo)
     sh("dvc", "checkout", "--force", cwd=repo, check=False)  # nothing to check out when this test runs alone

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import query_row, write_lines
+
 from zh_retrieval.errors import InputError
 from zh_retrieval.params import PrepareParams
 from zh_retrieval.prepare import prepare
@@ -26,7 +26,8 @@ def test_prepare_writes_training_and_evaluation_files(dataset_dir: Path, tmp_pat
         {"query_id": "q3", "query": "删除文件", "positive_ids": ["d3"], "negative_ids": []},
     ]
     assert (out / "qrels.tsv").read_text(encoding="utf-8").splitlines() == ["q5 0 d5 1", "q6 0 d6 1", "q6 0 d1 1"]
-    assert read_rows(out / "queries.jsonl") == [{"query_id": "q5", "query": "区域"}, {"query_id": "q6", "query": "设备"}]
+    assert read_rows(out / "queries.jsonl") == [{"query_id": "q5", "query": "区域"},
+                                                {"query_id": "q6", "query": "设备"}]
     assert stats == {"corpus_documents": 6, "train_queries": 3, "train_dataset_negatives": 1, "eval_queries": 2,
                      "eval_qrels": 3}
 

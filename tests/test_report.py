@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 from conftest import TINY_MODEL
+
 from zh_retrieval.report import at_k_rows, render_report, results_table, revision
 
 METRICS = {

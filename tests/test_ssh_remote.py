@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_MODEL
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"

@@ -20,8 +20,8 @@ from pathlib import Path
 import bm25s
 import jieba
 
-from zh_retrieval.errors import InputError, run_stage
-from zh_retrieval.evaluate import load_eval_queries
+from zh_retrieval.errors import run_stage
+from zh_retrieval.evaluate import check_qrels_docids, load_eval_queries
 from zh_retrieval.files import atomic_dir, write_json
 from zh_retrieval.metrics import score_run
 from zh_retrieval.mldr import load_corpus
@@ -81,10 +81,7 @@ def main() -> None:
     params, ks = bm25_params(args.params), evaluate_params(args.params).k
     queries, qrels = load_eval_queries(args.prepared_dir)
     corpus = load_corpus(args.dataset_dir)
-    unknown = {d for docs in qrels.values() for d in docs} - set(corpus)
-    if unknown:
-        raise InputError(args.prepared_dir / "qrels.tsv", f"relevant docid {sorted(unknown)[0]!r} is not in the corpus "
-                         f"of {args.dataset_dir}", fix="re-run prepare on this dataset")
+    check_qrels_docids(qrels, set(corpus), args.prepared_dir / "qrels.tsv", args.dataset_dir)
     started = time.perf_counter()
     run = bm25_run(corpus, queries, params, max(ks))
     with atomic_dir(args.out_dir) as tmp:

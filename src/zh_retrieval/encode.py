@@ -67,7 +67,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if amx is not None and amx() else "fp32"
 
 
-def load_embedder(model_dir: Path, pooling: str, precision: str = "fp32", device: torch.device | None = None) -> Embedder:
+def load_embedder(model_dir: Path, pooling: str, precision: str = "fp32", device: torch.device | None = None
+                  ) -> Embedder:
     check_model_dir(model_dir)
     device = device or default_device()
     precision = resolve_precision(precision, device)
@@ -118,7 +119,8 @@ def encode(
                 return_tensors="pt",
             ).to(embedder.device)
             hidden = embedder.model(**batch).last_hidden_state
-            vectors = torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], embedder.pooling).float(), dim=-1)
+            pooled = pool(hidden, batch["attention_mask"], embedder.pooling).float()
+            vectors = torch.nn.functional.normalize(pooled, dim=-1)
             out[batch_ids] = vectors.cpu().numpy()
     return out
 

@@ -6,9 +6,9 @@ EMBEDDINGS_DIR is the embed stage's output for the same model (the whole corpus,
 
 Writes OUT_DIR/run.trec (`query_id Q0 docid rank score tag`, the top max(k) documents of the
 whole corpus for every query), OUT_DIR/per_query.jsonl (each query's metrics and the rank of its
-first relevant document), OUT_DIR/maxp/ the same for MaxP when the embeddings have passages, and
-METRICS_JSON (recall_at_k, ndcg_at_k, mrr_at_10 averaged
-over all evaluation queries, plus how many queries and documents they were measured on).
+first relevant document), OUT_DIR/maxp/ the same for MaxP when the embeddings have passages,
+and METRICS_JSON (recall_at_k, ndcg_at_k, mrr_at_10 averaged over all evaluation queries, plus
+how many queries and documents they were measured on, and the query instruction used).
 The metrics are computed from the run file as written, so anyone can recompute them from it.
 """
 
@@ -52,7 +52,17 @@ def load_eval_queries(prepared_dir: Path) -> tuple[dict[str, str], dict[str, dic
     return queries, qrels
 
 
-def as_run(query_ids: list[str], docids: list[str], scores: np.ndarray, rows: np.ndarray) -> dict[str, dict[str, float]]:
+def check_qrels_docids(qrels: dict[str, dict[str, int]], docids: set[str], qrels_path: Path, searched: Path) -> None:
+    """Every relevant document must be in what is searched, or its query could never score."""
+    unknown = {d for docs in qrels.values() for d in docs} - docids
+    if unknown:
+        raise InputError(qrels_path, f"{len(unknown)} relevant docids are not among the documents of {searched}, "
+                         f"e.g. {sorted(unknown)[0]!r}", fix="re-run prepare (and embed) on the same dataset")
+
+
+def as_run(query_ids: list[str], docids: list[str], scores: np.ndarray, rows: np.ndarray
+           ) -> dict[str, dict[str, float]]:
+    """Search results (row indices into docids, best first) as query_id => {docid: score}."""
     return {
         query_id: {docids[i]: float(s) for s, i in zip(scores[n], rows[n]) if i >= 0}
         for n, query_id in enumerate(query_ids)
@@ -82,14 +92,14 @@ def evaluate(
     instruction = embedding.query_instruction if params.use_query_instruction else ""
     query_vectors = encode(embedder, with_instruction([queries[q] for q in query_ids], instruction),
                            embedding.query_max_len, encoding.batch_size, desc=f"{tag}: queries")
-    runs = {"": as_run(query_ids, docids, *search(corpus_vectors, query_vectors, max(params.k)))}
-    if passages is not None:
-        runs["maxp"] = as_run(query_ids, docids, *maxp_search(*passages, query_vectors, max(params.k)))
+    top_k = max(params.k)
+    run = as_run(query_ids, docids, *search(corpus_vectors, query_vectors, top_k))
     with atomic_dir(out_dir) as tmp:
-        metrics: dict = score_run(qrels, runs[""], params.k, tmp, tag)
-        if "maxp" in runs:
+        metrics: dict = score_run(qrels, run, params.k, tmp, tag)
+        if passages is not None:
             (tmp / "maxp").mkdir()
-            metrics["maxp"] = score_run(qrels, runs["maxp"], params.k, tmp / "maxp", f"{tag}_maxp")
+            maxp_run = as_run(query_ids, docids, *maxp_search(*passages, query_vectors, top_k))
+            metrics["maxp"] = score_run(qrels, maxp_run, params.k, tmp / "maxp", f"{tag}_maxp")
     # Recorded so a metrics file says how its queries were embedded.
     metrics.update(num_queries=len(qrels), num_corpus=len(docids), query_instruction=instruction)
     logger.info("%s: %d queries, %d documents, %.1fs; ndcg_at_10 %.4f", tag, len(qrels), len(docids),
@@ -108,17 +118,14 @@ def main() -> None:
     parser.add_argument("--tag", help="run tag in run.trec (default: the output directory's name)")
     args = parser.parse_args()
 
-    embedding, encoding, params = embedding_params(args.params), encode_params(args.params), evaluate_params(args.params)
+    embedding, encoding = embedding_params(args.params), encode_params(args.params)
+    params = evaluate_params(args.params)
     queries, qrels = load_eval_queries(args.prepared_dir)
     docids, corpus_vectors = load_corpus_embeddings(args.embeddings_dir)
-    unknown = {d for docs in qrels.values() for d in docs} - set(docids)
-    if unknown:
-        raise InputError(args.prepared_dir / "qrels.tsv", f"{len(unknown)} relevant docids are not among the "
-                         f"embedded documents of {args.embeddings_dir}, e.g. {sorted(unknown)[0]!r}",
-                         fix="re-run prepare and embed on the same dataset")
+    check_qrels_docids(qrels, set(docids), args.prepared_dir / "qrels.tsv", args.embeddings_dir)
     passages = load_passage_embeddings(args.embeddings_dir)
-    metrics = evaluate(args.model_dir, docids, corpus_vectors, passages, queries, qrels, args.out_dir, embedding, encoding, params,
-                       args.tag or args.out_dir.name)
+    metrics = evaluate(args.model_dir, docids, corpus_vectors, passages, queries, qrels, args.out_dir, embedding,
+                       encoding, params, args.tag or args.out_dir.name)
     write_json(args.metrics, metrics)
 
 

@@ -298,7 +298,8 @@ def main() -> None:
     embedding, params = embedding_params(args.params), finetune_params(args.params)
     check_model_dir(args.base_model)
     if params.precision == "fp16" and gpu_count() == 0:
-        raise InputError(args.params, "finetune.precision is fp16 but no GPU is visible", fix="use fp32 or bf16 on a CPU")
+        raise InputError(args.params, "finetune.precision is fp16 but no GPU is visible",
+                         fix="use fp32 or bf16 on a CPU")
     launched_by_torchrun = "LOCAL_RANK" in os.environ
     if not launched_by_torchrun:
         check_train_file(args.train_file, params.train_group_size)

@@ -7,7 +7,7 @@ before a stage does any expensive work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,8 @@ class _Reader:
         low_ok = value >= minimum if inclusive else value > minimum
         if not low_ok or value > maximum:
             bound = ">=" if inclusive else ">"
-            raise self.bad(key, value, f"a number {bound} {minimum}" + (f" and <= {maximum}" if maximum < float("inf") else ""))
+            upper = f" and <= {maximum}" if maximum < float("inf") else ""
+            raise self.bad(key, value, f"a number {bound} {minimum}{upper}")
         return float(value)
 
     def boolean(self, key: str) -> bool:
@@ -260,7 +261,3 @@ def hybrid_params(path: Path) -> HybridParams:
         rrf_k=r.integer("hybrid.rrf_k", minimum=0),
         dense_weight=r.number("hybrid.dense_weight", maximum=1.0),
     )
-
-
-def as_dict(params: Any) -> dict[str, Any]:
-    return {f.name: getattr(params, f.name) for f in fields(params)}
