@@ -5,7 +5,7 @@
 
 All three encode the same texts (the sample's longest documents) with the same model, pooling,
 batch size and max length, interleaved over --repeats rounds; the median texts/s of each is
-reported. Ours runs with `encode.precision: auto` (bf16 autocast on a CPU with AMX) and fp32;
+reported. Ours runs with `encode.precision: auto` (bf16 autocast on a CPU with AVX512-BF16 or AMX) and fp32;
 the others with their CPU defaults (fp32). Ranking quality is checked in the same run: nDCG@10 of
 the tiny model on the sample's test queries, fp32 against auto precision. Peak RSS is the
 process's high-water mark. The last lines are the ratios, e.g. `ratio_vs_flagmodel=1.8`.
@@ -30,12 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from zh_retrieval.embed import embed_corpus  # noqa: E402
-from zh_retrieval.encode import encode, load_embedder, with_instruction  # noqa: E402
-from zh_retrieval.evaluate import load_eval_queries  # noqa: E402
+from zh_retrieval.encode import cpu_has_native_bf16, encode, load_embedder, with_instruction  # noqa: E402
 from zh_retrieval.metrics import mean_metrics, per_query_metrics  # noqa: E402
 from zh_retrieval.mldr import load_corpus  # noqa: E402
 from zh_retrieval.params import EmbeddingParams, EncodeParams, PrepareParams  # noqa: E402
-from zh_retrieval.prepare import prepare  # noqa: E402
+from zh_retrieval.prepare import load_eval_queries, prepare  # noqa: E402
 from zh_retrieval.search import search  # noqa: E402
 
 TINY = ROOT / "models" / "tiny-bert-zh"
@@ -127,8 +126,10 @@ def main() -> None:
         rates = throughput(candidates, texts, args.repeats)
 
     reference = outputs["ours (fp32)"]
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     print(f"model: {args.size}, {len(texts)} texts at {args.max_length} tokens, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+          f"{torch.get_num_threads()} threads, median of {args.repeats}; CPU native bf16 {cpu_has_native_bf16()} "
+          f"(AMX {amx})")
     print(f"{'encoder':<32} {'texts/s':>9}  mean cosine to ours (fp32)")
     for name, rate in rates.items():
         cosine = float(np.mean(np.sum(outputs[name] * reference, axis=1)))

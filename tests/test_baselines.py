@@ -32,6 +32,17 @@ def test_bm25_ranks_the_document_sharing_the_query_words_first(tokenizer: str) -
     assert all(len(scores) == 3 for scores in run.values())
 
 
+@pytest.mark.parametrize("tokenizer", ["jieba", "bigram"])
+def test_bm25_query_without_words_scores_zero(tokenizer: str, tmp_path: Path) -> None:
+    queries = {"q": "删除文件", "punctuation": "？！……", "empty": ""}
+    run = bm25_run(CORPUS, queries, BM25Params(tokenizer, 1.5, 0.75), top_k=3)
+    assert run["punctuation"] == run["empty"] == {}
+    assert max(run["q"], key=run["q"].get) == "d3"
+    qrels = {"q": {"d3": 1}, "punctuation": {"d1": 1}, "empty": {"d2": 1}}
+    metrics = score_run(qrels, run, (1, 3), tmp_path, "bm25")
+    assert metrics["ndcg_at_1"] == pytest.approx(1 / 3), "the word-less queries count, with 0"
+
+
 def test_reciprocal_rank_fusion_by_hand() -> None:
     dense = {"q": {"a": 0.9, "b": 0.8}}
     sparse = {"q": {"b": 12.0, "c": 3.0}}
@@ -58,6 +69,17 @@ def test_maxp_scores_a_document_by_its_best_passage() -> None:
     # With one passage per document, MaxP is plain search.
     single = np.array([0, 1, 2, 3])
     np.testing.assert_array_equal(maxp_search(passages, single, query, 4)[1], search(passages, query, 4)[1])
+
+
+def test_maxp_with_one_passage_per_document_is_plain_search() -> None:
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(50, 16)).astype(np.float32)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    queries = corpus[:7] + 0.3 * rng.normal(size=(7, 16)).astype(np.float32)
+    plain_scores, plain_rows = search(corpus, queries, 10)
+    maxp_scores, maxp_rows = maxp_search(corpus, np.arange(50), queries, 10)
+    np.testing.assert_array_equal(plain_rows, maxp_rows)
+    np.testing.assert_allclose(plain_scores, maxp_scores, atol=1e-5)
 
 
 def test_passages_overlap_cover_the_text_and_fit_the_model() -> None:

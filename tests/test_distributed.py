@@ -8,14 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import CORPUS, ROOT, TINY_MODEL, write_lines
 
 from zh_retrieval.encode import check_model_dir, encode, load_embedder
 
 
-def small_params(tmp_path: Path) -> Path:
+def small_params(tmp_path: Path, gradient_checkpointing: bool = False) -> Path:
     text = (ROOT / "params.yaml").read_text(encoding="utf-8")
-    for old, new in [("nproc_per_node: auto", "nproc_per_node: 2"), ("epochs: 2", "epochs: 1"),
+    checkpointing = "true" if gradient_checkpointing else "false"
+    for old, new in [("gradient_checkpointing: false", f"gradient_checkpointing: {checkpointing}"),
+                     ("nproc_per_node: auto", "nproc_per_node: 2"), ("epochs: 2", "epochs: 1"),
                      ("per_device_batch_size: 8", "per_device_batch_size: 2"),
                      ("train_group_size: 8", "train_group_size: 2"), ("passage_max_len: 512", "passage_max_len: 64"),
                      ("logging_steps: 10", "logging_steps: 1")]:
@@ -26,7 +29,10 @@ def small_params(tmp_path: Path) -> Path:
     return path
 
 
-def test_two_process_training_on_cpu(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gradient_checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_two_process_training_on_cpu(tmp_path: Path, gradient_checkpointing: bool) -> None:
+    """With checkpointing too: FlagEmbedding runs the encoder twice a step, which reentrant checkpointing
+    under DDP rejects ("Expected to mark a variable ready only once", FlagEmbedding issue #1155)."""
     texts = list(CORPUS.values())
     train = write_lines(tmp_path / "train.jsonl", [
         {"query": text[:4], "pos": [text], "neg": [texts[(i + 1) % len(texts)]]} for i, text in enumerate(texts)
@@ -35,13 +41,14 @@ def test_two_process_training_on_cpu(tmp_path: Path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(
         [sys.executable, "-m", "zh_retrieval.finetune", str(TINY_MODEL), str(train), str(out),
-         "--params", str(small_params(tmp_path)), "--log-dir", str(tmp_path / "curves")],
+         "--params", str(small_params(tmp_path, gradient_checkpointing)), "--log-dir", str(tmp_path / "curves")],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--nproc_per_node=2" in result.stderr
     check_model_dir(out)
     args = json.loads((out / "training_args.json").read_text())
     assert args["negatives_cross_device"] is True, "negatives are shared across the two processes"
+    assert args["gradient_checkpointing"] is gradient_checkpointing
     state = json.loads((out / "trainer_state.json").read_text())
     # 6 queries, 2 per device, 2 devices: 2 optimizer steps in the one epoch.
     assert state["global_step"] == 2

@@ -8,7 +8,15 @@ import pytest
 import torch
 from conftest import CORPUS, TINY_MODEL
 
-from zh_retrieval.encode import check_model_dir, encode, load_embedder, pool, with_instruction
+from zh_retrieval.encode import (
+    check_model_dir,
+    encode,
+    length_sorted_batches,
+    load_embedder,
+    pool,
+    resolve_precision,
+    with_instruction,
+)
 from zh_retrieval.errors import InputError
 
 
@@ -51,3 +59,23 @@ def test_not_a_model_directory(tmp_path: Path) -> None:
     (model / "model.safetensors").unlink()
     with pytest.raises(InputError, match="no safetensors weights"):
         check_model_dir(model)
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"),
+                         [(True, False, "bf16"), (False, True, "bf16"), (True, True, "bf16"), (False, False, "fp32")])
+def test_auto_precision_is_bf16_wherever_the_cpu_does_it_natively(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool,
+                                                                   amx: bool, expected: str) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32", "an explicit precision is kept"
+
+
+def test_embedder_reports_the_precision_it_runs_in() -> None:
+    assert load_embedder(TINY_MODEL, "mean", "fp32").precision == "fp32"
+    assert load_embedder(TINY_MODEL, "mean", "auto").precision in ("fp32", "bf16")
+
+
+def test_batches_are_longest_first_and_stable() -> None:
+    texts = ["aa", "b", "cccc", "dd", "e"]
+    assert length_sorted_batches(texts, 2) == [[2, 0], [3, 1], [4]]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,25 @@ def test_real_experiment_preset_is_valid_and_differs_only_where_it_should() -> N
     for section in demo:
         if isinstance(demo[section], dict):
             assert demo[section].keys() == real[section].keys(), section
+
+
+def test_deepspeed_config_must_be_a_tracked_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # stages run from the repository root; the path is relative to it
+    path = params_with(tmp_path, "deepspeed: null", "deepspeed: configs/deepspeed_zero1.json")
+    assert finetune_params(path).deepspeed == "configs/deepspeed_zero1.json"
+    outside = tmp_path / "ds.json"
+    outside.write_text("{}")
+    for value, problem in [(str(outside), "a file under configs/"), ("../configs/deepspeed_zero1.json",
+                                                                     "a file under configs/"),
+                           ("configs/missing.json", "an existing DeepSpeed config file")]:
+        with pytest.raises(InputError, match=problem):
+            finetune_params(params_with(tmp_path, "deepspeed: null", f"deepspeed: {value}"))
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("deepspeed_*.json")), ids=lambda p: p.name)
+def test_deepspeed_configs_leave_optimizer_and_schedule_to_the_trainer(config: Path) -> None:
+    """With its own optimizer and scheduler sections, DeepSpeed would train another recipe than a plain run:
+    WarmupDecayLR's default log-shaped warmup, and weight decay on biases and LayerNorm weights."""
+    settings = json.loads(config.read_text(encoding="utf-8"))
+    assert "optimizer" not in settings and "scheduler" not in settings
+    assert settings["zero_optimization"]["stage"] in (0, 1)

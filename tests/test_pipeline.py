@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT
-from ruamel.yaml import YAML
 
-from zh_retrieval.encode import encode, load_embedder, with_instruction
+from zh_retrieval.encode import encode, load_embedder, resolve_precision, with_instruction
 from zh_retrieval.metrics import mean_metrics, per_query_metrics, read_qrels, read_trec_run
 from zh_retrieval.params import embedding_params
 
@@ -22,6 +22,12 @@ KS = (1, 5, 10, 100)
 METRIC_KEYS = {f"{m}_at_{k}" for m in ("recall", "ndcg") for k in (1, 5, 10, 100)} | {"mrr_at_10", "num_queries",
                                                                                       "num_corpus"}
 
+
+# How far a fresh run's metrics may sit from the committed ones. Measured with whole demo runs:
+# bf16 on a CPU with AMX against bf16 on one with only AVX512-BF16, at most 0.0011; fp32 against
+# bf16 on one CPU, at most 0.0067, i.e. one of the 150 test queries crossing a cut-off (recall@5).
+# 0.02 allows three such queries; fine-tuning itself adds 0.14 nDCG@10, so a real change still fails.
+COMMITTED_METRICS_TOLERANCE = 0.02
 
 CLOSED_PORT_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, every connection is refused
 
@@ -33,11 +39,11 @@ def offline_prefix() -> list[str]:
     return []
 
 
-def sh(*args: str, cwd: Path, check: bool = True, offline: bool = False) -> str:
+def sh(*args: str, cwd: Path, check: bool = True, offline: bool = False, env: dict[str, str] | None = None) -> str:
     """Run a command; `offline` cuts it off the network (namespace, and proxies pointing at a closed port)."""
-    env = dict(os.environ, PATH=f"{Path(os.sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    env = dict(os.environ, **(env or {}), PATH=f"{Path(os.sys.executable).parent}:{os.environ['PATH']}",
+               DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
     if offline:
         env.update({name: CLOSED_PORT_PROXY for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy",
                                                           "https_proxy", "all_proxy")})
@@ -94,7 +100,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_repro_then_experiment(repo: Path) -> None:
     # The whole pipeline runs with the network out of reach: nothing after the fetch needs it.
-    sh("dvc", "repro", cwd=repo, offline=True)
+    sh("dvc", "repro", cwd=repo, offline=True, env={"PYTHONHASHSEED": "1"})
     base = json.loads((repo / "metrics/base.json").read_text())
     finetuned = json.loads((repo / "metrics/finetuned.json").read_text())
     assert METRIC_KEYS <= base.keys() and METRIC_KEYS <= finetuned.keys()
@@ -117,24 +123,35 @@ def test_repro_then_experiment(repo: Path) -> None:
     mined = json.loads((repo / "metrics/mine.json").read_text())
     assert mined["queries"] == 449 and mined["hard_negatives"] > 0 and mined["random_negatives"] > 0
 
-    # Same code, params and data: byte-identical prepared and mined files and, on the CPU, the same
-    # fine-tuned model directory (DVC's hashes of them) ...
-    committed_lock, reproduced_lock = (YAML(typ="safe").load((root / "dvc.lock").read_text()) for root in (ROOT, repo))
-    for stage, out in (("prepare", "data/prepared"), ("mine", "data/mined"), ("finetune", "output/finetuned")):
-        hashes = [next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == out)
-                  for lock in (committed_lock, reproduced_lock)]
-        assert hashes[0] == hashes[1], out
-    # ... and the committed metrics are what this code produces (CPU training here is deterministic).
+    # Each encoding stage records the precision it used; `auto` resolves per machine.
+    here = resolve_precision("auto", torch.device("cpu"))
+    assert base["corpus_precision"] == base["query_precision"] == finetuned["corpus_precision"] == here
+    assert mined["corpus_precision"] == mined["query_precision"] == here
+    assert f"base corpus {here} / queries {here}" in (repo / "metrics/report.md").read_text()
+
+    # The committed metrics are what this code produces, within what changing the CPU or the
+    # encoding precision moves them (COMMITTED_METRICS_TOLERANCE); exact for counts and texts.
     for name in ("prepare", "mine", "base", "finetuned", "bm25", "hybrid_rrf", "hybrid_weighted"):
         committed = flatten(json.loads((ROOT / f"metrics/{name}.json").read_text()))
         reproduced = flatten(json.loads((repo / f"metrics/{name}.json").read_text()))
         assert committed.keys() == reproduced.keys(), name
         for key, value in committed.items():
-            expected = pytest.approx(reproduced[key], abs=1e-6) if isinstance(value, float) else reproduced[key]
+            if key.endswith("_precision"):
+                continue  # the machine's, checked above
+            expected = (pytest.approx(reproduced[key], abs=COMMITTED_METRICS_TOLERANCE) if isinstance(value, float)
+                        else reproduced[key])
             assert value == expected, f"{name}: {key}"
 
+    # On one machine the pipeline is deterministic, whatever the hash seed: forcing the stages
+    # again changes no output hash in dvc.lock and no metrics file. (finetune's own rerun is in
+    # test_determinism, on a smaller run.)
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-q", "-m", "results", cwd=repo)
+    sh("dvc", "repro", "-f", "-s", "prepare", "embed@base", "mine", "evaluate@base", "evaluate_bm25",
+       "evaluate_hybrid", "report", cwd=repo, env={"PYTHONHASHSEED": "2"})
+    changed = sh("git", "status", "--porcelain", "--", "dvc.lock", "metrics", ":!metrics/training", cwd=repo)
+    assert changed.strip() == "", f"a second run on this machine changed:\n{changed}"
+
     # Changing how negatives are mined touches the mine stage (finetune and the fine-tuned evaluation
     # follow through their data deps) and the report that quotes it, never the base model's corpus
     # embeddings or evaluation.

@@ -10,9 +10,9 @@ from zh_retrieval.report import at_k_rows, render_report, results_table, revisio
 METRICS = {
     "base": {"recall_at_10": 0.1, "ndcg_at_10": 0.05, "mrr_at_10": 0.04, "recall_at_100": 0.4, "recall_at_1": 0.0,
              "ndcg_at_1": 0.0, "ndcg_at_100": 0.1, "num_queries": 3, "num_corpus": 1000,
-             "query_instruction": "说明："},
+             "query_instruction": "说明：", "corpus_precision": "bf16", "query_precision": "bf16"},
     "finetuned": {"recall_at_10": 0.3, "ndcg_at_10": 0.2, "mrr_at_10": 0.15, "recall_at_100": 0.8,
-                  "num_queries": 3, "num_corpus": 1000},
+                  "num_queries": 3, "num_corpus": 1000, "corpus_precision": "fp32", "query_precision": "fp32"},
     "bm25": {"recall_at_10": 0.9, "ndcg_at_10": 0.7, "mrr_at_10": 0.6, "recall_at_100": 1.0},
 }
 
@@ -25,6 +25,15 @@ def test_table_has_a_row_per_run_and_the_gain() -> None:
     assert lines[5] == "| gain (fine-tuned − base) | +0.2000 | +0.1500 | +0.1100 | +0.4000 |"
 
 
+def test_table_follows_the_evaluated_ks() -> None:
+    only_small_k = {stem: {k: v for k, v in metrics.items() if not k.endswith("_100")}
+                    for stem, metrics in METRICS.items()}
+    assert results_table(only_small_k)[0] == "| | recall@10 | ndcg@10 | mrr@10 |"
+    without_10 = {stem: {"recall_at_5": 0.5, "ndcg_at_5": 0.4, "mrr_at_10": 0.3, "recall_at_50": 0.9, "ndcg_at_50": 0.5}
+                  for stem in ("base", "finetuned")}
+    assert results_table(without_10)[0] == "| | recall@5 | ndcg@5 | mrr@10 | recall@50 |"
+
+
 def test_report_names_revisions_counts_and_params(tmp_path: Path) -> None:
     dataset = tmp_path / "data"
     dataset.mkdir()
@@ -34,9 +43,13 @@ def test_report_names_revisions_counts_and_params(tmp_path: Path) -> None:
               "embedding": {"pooling": "cls", "passage_max_len": 512}}
     text = render_report(METRICS, params, {"improved": 2, "unchanged": 0, "degraded": 1})
     assert "3 test queries over 1,000 documents" in text
+    dev = render_report(METRICS, {**params, "prepare": {"eval_split": "dev"}}, {"improved": 0, "unchanged": 3,
+                                                                                 "degraded": 0})
+    assert "3 dev queries over 1,000 documents" in dev
     assert "lr 2e-05" in text and "hard_ratio 0.7" in text and "pooling cls" in text
     assert f"({revision(TINY_MODEL)})" in text and revision(TINY_MODEL).startswith("sha256:")
     assert "2 improved, 0 unchanged, 1 degraded" in text and "`说明：`" in text
+    assert "base corpus bf16 / queries bf16, finetuned corpus fp32 / queries fp32" in text
 
 
 def test_revision_prefers_the_recorded_hub_revision(tmp_path: Path) -> None:

@@ -21,11 +21,11 @@ import bm25s
 import jieba
 
 from zh_retrieval.errors import run_stage
-from zh_retrieval.evaluate import check_qrels_docids, load_eval_queries
 from zh_retrieval.files import atomic_dir, write_json
 from zh_retrieval.metrics import score_run
 from zh_retrieval.mldr import load_corpus
 from zh_retrieval.params import BM25Params, bm25_params, evaluate_params
+from zh_retrieval.prepare import check_qrels_docids, load_eval_queries
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +60,17 @@ def bm25_run(corpus: dict[str, str], queries: dict[str, str], params: BM25Params
     docids = list(corpus)
     retriever = bm25s.BM25(k1=params.k1, b=params.b, method="lucene")
     retriever.index([tokenize(corpus[d]) for d in docids], show_progress=False)
-    query_ids = list(queries)
-    # A query with no token in the vocabulary still gets a (zero-score) list, as bm25s pads with "".
-    query_tokens = [tokenize(queries[q]) or [""] for q in query_ids]
-    rows, scores = retriever.retrieve(query_tokens, k=min(top_k, len(docids)), show_progress=False, n_threads=1)
-    return {
-        query_id: {docids[int(i)]: float(s) for i, s in zip(rows[n], scores[n])}
-        for n, query_id in enumerate(query_ids)
-    }
+    tokenized = {query_id: tokenize(text) for query_id, text in queries.items()}
+    # A query with no word (punctuation only) retrieves nothing and scores 0, like any query whose
+    # words are all missing from the corpus; bm25s itself cannot take an empty query.
+    searchable = [query_id for query_id, tokens in tokenized.items() if tokens]
+    run: dict[str, dict[str, float]] = {query_id: {} for query_id in queries}
+    if searchable:
+        rows, scores = retriever.retrieve([tokenized[q] for q in searchable], k=min(top_k, len(docids)),
+                                          show_progress=False, n_threads=1)
+        for n, query_id in enumerate(searchable):
+            run[query_id] = {docids[int(i)]: float(s) for i, s in zip(rows[n], scores[n])}
+    return run
 
 
 def main() -> None:

@@ -4,7 +4,8 @@
 
 Writes OUT_DIR/corpus.npy (float32, one unit vector per document) and OUT_DIR/docids.txt (the
 docid of each row); with `long_documents.maxp`, also passages.npy (one vector per overlapping
-passage) and passage_doc.npy (the document row of each passage). The base model's corpus
+passage) and passage_doc.npy (the document row of each passage); encoding.json records the precision
+the vectors were computed in (`encode.precision: auto` resolves per machine). The base model's corpus
 embeddings feed both hard-negative mining and the base model's evaluation, so changing how
 negatives are mined never re-encodes the corpus. Every visible GPU takes a share of the work.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -22,11 +24,11 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from zh_retrieval.encode import encode, load_embedder, split_into_passages
+from zh_retrieval.encode import encode, load_embedder, resolve_precision, split_into_passages, visible_devices
 from zh_retrieval.errors import InputError, run_stage
-from zh_retrieval.files import atomic_dir
+from zh_retrieval.files import atomic_dir, write_json
 from zh_retrieval.mldr import iter_corpus
-from zh_retrieval.multidevice import DevicePool, visible_devices
+from zh_retrieval.multidevice import DevicePool
 from zh_retrieval.params import (
     EmbeddingParams,
     EncodeParams,
@@ -42,6 +44,7 @@ VECTORS = "corpus.npy"
 DOCIDS = "docids.txt"
 PASSAGE_VECTORS = "passages.npy"  # MaxP only
 PASSAGE_DOC = "passage_doc.npy"  # document row of each passage
+ENCODING = "encoding.json"  # how the vectors were computed: {"precision": "bf16"}; stages that read them record it
 CHUNK_DOCUMENTS = 8192  # documents held as text at once; sorting by length within a chunk keeps most of the gain
 
 
@@ -68,27 +71,28 @@ def embed_corpus(model_dir: Path, corpus: Iterable[tuple[str, str]], out_dir: Pa
     visible GPU), each encodes a share of every chunk in its own process.
     """
     devices = devices or visible_devices()
+    precision = resolve_precision(params.precision, torch.device(devices[0]))
     with contextlib.ExitStack() as stack:
         if len(devices) > 1:
-            pool = stack.enter_context(DevicePool(model_dir, embedding.pooling, params.precision, devices))
+            pool = stack.enter_context(DevicePool(model_dir, embedding.pooling, precision, devices))
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
             def encode_texts(texts: list[str], desc: str) -> np.ndarray:
                 return pool.encode(texts, embedding.passage_max_len, params.batch_size, desc=desc)
         else:
-            embedder = load_embedder(model_dir, embedding.pooling, params.precision, torch.device(devices[0]))
+            embedder = load_embedder(model_dir, embedding.pooling, precision, torch.device(devices[0]))
             tokenizer = embedder.tokenizer
 
             def encode_texts(texts: list[str], desc: str) -> np.ndarray:
                 return encode(embedder, texts, embedding.passage_max_len, params.batch_size, desc=desc)
 
         return _embed_chunks(corpus, out_dir, tokenizer, encode_texts, embedding, long_documents, chunk_size,
-                             f"{model_dir} on {', '.join(devices)}")
+                             precision, f"{model_dir} on {', '.join(devices)} in {precision}")
 
 
 def _embed_chunks(corpus: Iterable[tuple[str, str]], out_dir: Path, tokenizer, encode_texts,
                   embedding: EmbeddingParams, long_documents: LongDocumentParams | None, chunk_size: int,
-                  what: str) -> np.ndarray:
+                  precision: str, what: str) -> np.ndarray:
     started = time.perf_counter()
     maxp = long_documents is not None and long_documents.maxp
     docids: list[str] = []
@@ -112,6 +116,7 @@ def _embed_chunks(corpus: Iterable[tuple[str, str]], out_dir: Path, tokenizer, e
     with atomic_dir(out_dir) as tmp:
         np.save(tmp / VECTORS, corpus_vectors)
         (tmp / DOCIDS).write_text("".join(f"{d}\n" for d in docids), encoding="utf-8")
+        write_json(tmp / ENCODING, {"precision": precision})
         if maxp:
             np.save(tmp / PASSAGE_VECTORS, np.concatenate(passage_vectors))
             np.save(tmp / PASSAGE_DOC, np.concatenate(passage_doc))
@@ -128,6 +133,14 @@ def load_passage_embeddings(embeddings_dir: Path) -> tuple[np.ndarray, np.ndarra
         return None
     return (np.load(embeddings_dir / PASSAGE_VECTORS, allow_pickle=False),
             np.load(embeddings_dir / PASSAGE_DOC, allow_pickle=False))
+
+
+def corpus_precision(embeddings_dir: Path) -> str:
+    """The precision the corpus vectors were computed in (fp32, bf16 or fp16), as embed recorded it."""
+    path = embeddings_dir / ENCODING
+    if not path.is_file():
+        raise InputError(path, "file not found", fix="re-run the embed stage")
+    return json.loads(path.read_text(encoding="utf-8"))["precision"]
 
 
 def load_corpus_embeddings(embeddings_dir: Path) -> tuple[list[str], np.ndarray]:

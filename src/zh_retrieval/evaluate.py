@@ -8,7 +8,8 @@ Writes OUT_DIR/run.trec (`query_id Q0 docid rank score tag`, the top max(k) docu
 whole corpus for every query), OUT_DIR/per_query.jsonl (each query's metrics and the rank of its
 first relevant document), OUT_DIR/maxp/ the same for MaxP when the embeddings have passages,
 and METRICS_JSON (recall_at_k, ndcg_at_k, mrr_at_10 averaged over all evaluation queries, plus
-how many queries and documents they were measured on, and the query instruction used).
+how many queries and documents they were measured on, the query instruction used, and the precision
+queries and corpus were encoded in).
 The metrics are computed from the run file as written, so anyone can recompute them from it.
 """
 
@@ -21,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from zh_retrieval.embed import load_corpus_embeddings, load_passage_embeddings
+from zh_retrieval.embed import corpus_precision, load_corpus_embeddings, load_passage_embeddings
 from zh_retrieval.encode import encode, load_embedder, with_instruction
-from zh_retrieval.errors import InputError, run_stage
-from zh_retrieval.files import atomic_dir, read_jsonl, write_json
-from zh_retrieval.metrics import read_qrels, score_run
+from zh_retrieval.errors import run_stage
+from zh_retrieval.files import atomic_dir, write_json
+from zh_retrieval.metrics import score_run
 from zh_retrieval.params import (
     EmbeddingParams,
     EncodeParams,
@@ -34,30 +35,10 @@ from zh_retrieval.params import (
     encode_params,
     evaluate_params,
 )
+from zh_retrieval.prepare import check_qrels_docids, load_eval_queries
 from zh_retrieval.search import maxp_search, search
 
 logger = logging.getLogger(__name__)
-
-
-def load_eval_queries(prepared_dir: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    """(query_id => query text, qrels) as prepare wrote them."""
-    queries = {row["query_id"]: row["query"] for _, row in read_jsonl(prepared_dir / "queries.jsonl")}
-    qrels_path = prepared_dir / "qrels.tsv"
-    if not qrels_path.is_file():
-        raise InputError(qrels_path, "file not found", fix="run the prepare stage first")
-    qrels = read_qrels(qrels_path)
-    missing = set(qrels) - set(queries)
-    if missing:
-        raise InputError(qrels_path, f"{len(missing)} query ids have no query text, e.g. {sorted(missing)[0]!r}")
-    return queries, qrels
-
-
-def check_qrels_docids(qrels: dict[str, dict[str, int]], docids: set[str], qrels_path: Path, searched: Path) -> None:
-    """Every relevant document must be in what is searched, or its query could never score."""
-    unknown = {d for docs in qrels.values() for d in docs} - docids
-    if unknown:
-        raise InputError(qrels_path, f"{len(unknown)} relevant docids are not among the documents of {searched}, "
-                         f"e.g. {sorted(unknown)[0]!r}", fix="re-run prepare (and embed) on the same dataset")
 
 
 def as_run(query_ids: list[str], docids: list[str], scores: np.ndarray, rows: np.ndarray
@@ -74,6 +55,7 @@ def evaluate(
     docids: list[str],
     corpus_vectors: np.ndarray,
     passages: tuple[np.ndarray, np.ndarray] | None,
+    corpus_precision: str,
     queries: dict[str, str],
     qrels: dict[str, dict[str, int]],
     out_dir: Path,
@@ -100,8 +82,10 @@ def evaluate(
             (tmp / "maxp").mkdir()
             maxp_run = as_run(query_ids, docids, *maxp_search(*passages, query_vectors, top_k))
             metrics["maxp"] = score_run(qrels, maxp_run, params.k, tmp / "maxp", f"{tag}_maxp")
-    # Recorded so a metrics file says how its queries were embedded.
-    metrics.update(num_queries=len(qrels), num_corpus=len(docids), query_instruction=instruction)
+    # Recorded so a metrics file says how its queries and documents were embedded: `auto`
+    # precision differs between machines, and so do the numbers in their fourth decimal.
+    metrics.update(num_queries=len(qrels), num_corpus=len(docids), query_instruction=instruction,
+                   query_precision=embedder.precision, corpus_precision=corpus_precision)
     logger.info("%s: %d queries, %d documents, %.1fs; ndcg_at_10 %.4f", tag, len(qrels), len(docids),
                 time.perf_counter() - started, metrics.get("ndcg_at_10", float("nan")))
     return metrics
@@ -124,8 +108,8 @@ def main() -> None:
     docids, corpus_vectors = load_corpus_embeddings(args.embeddings_dir)
     check_qrels_docids(qrels, set(docids), args.prepared_dir / "qrels.tsv", args.embeddings_dir)
     passages = load_passage_embeddings(args.embeddings_dir)
-    metrics = evaluate(args.model_dir, docids, corpus_vectors, passages, queries, qrels, args.out_dir, embedding,
-                       encoding, params, args.tag or args.out_dir.name)
+    metrics = evaluate(args.model_dir, docids, corpus_vectors, passages, corpus_precision(args.embeddings_dir),
+                       queries, qrels, args.out_dir, embedding, encoding, params, args.tag or args.out_dir.name)
     write_json(args.metrics, metrics)
 
 

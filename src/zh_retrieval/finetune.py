@@ -32,9 +32,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
-from zh_retrieval.encode import check_model_dir
+from zh_retrieval.encode import check_model_dir, visible_devices
 from zh_retrieval.errors import InputError, run_stage
 from zh_retrieval.files import read_jsonl, revision
 from zh_retrieval.params import EmbeddingParams, FinetuneParams, embedding_params, finetune_params
@@ -111,6 +109,7 @@ def check_train_file(train_file: Path, group_size: int) -> int:
 def flag_arguments(base_model: Path, train_file: Path, output_dir: Path, embedding: EmbeddingParams,
                    params: FinetuneParams, world_size: int) -> tuple:
     """FlagEmbedding's three argument dataclasses, filled from params.yaml."""
+    on_gpu = visible_devices() != ["cpu"]
     from FlagEmbedding.finetune.embedder.encoder_only.base import (
         EncoderOnlyEmbedderDataArguments,
         EncoderOnlyEmbedderModelArguments,
@@ -138,11 +137,15 @@ def flag_arguments(base_model: Path, train_file: Path, output_dir: Path, embeddi
         normalize_embeddings=True,
         negatives_cross_device=world_size > 1,
         # Without a GPU, several processes only form a group if the Trainer is told: CPU, gloo.
-        use_cpu=world_size > 1 and not torch.cuda.is_available(),
-        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
+        use_cpu=world_size > 1 and not on_gpu,
+        ddp_backend="gloo" if world_size > 1 and not on_gpu else None,
         fp16=params.precision == "fp16",
         bf16=params.precision == "bf16",
         gradient_checkpointing=params.gradient_checkpointing,
+        # FlagEmbedding runs the encoder twice a step (queries, passages); under DDP, transformers'
+        # default reentrant checkpointing then dies with "Expected to mark a variable ready only
+        # once" (FlagEmbedding issue #1155). The non-reentrant variant trains.
+        gradient_checkpointing_kwargs={"use_reentrant": False} if params.gradient_checkpointing else None,
         deepspeed=params.deepspeed,
         logging_steps=params.logging_steps,
         # The default carries a timestamp and the host name into training_args.json, which would
@@ -282,10 +285,6 @@ def torchrun_arguments(processes: int) -> list[str]:
     return arguments
 
 
-def gpu_count() -> int:
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("base_model", type=Path, help="a model directory saved with save_pretrained")
@@ -297,7 +296,8 @@ def main() -> None:
 
     embedding, params = embedding_params(args.params), finetune_params(args.params)
     check_model_dir(args.base_model)
-    if params.precision == "fp16" and gpu_count() == 0:
+    gpus = [device for device in visible_devices() if device != "cpu"]
+    if params.precision == "fp16" and not gpus:
         raise InputError(args.params, "finetune.precision is fp16 but no GPU is visible",
                          fix="use fp32 or bf16 on a CPU")
     launched_by_torchrun = "LOCAL_RANK" in os.environ
@@ -305,7 +305,7 @@ def main() -> None:
         check_train_file(args.train_file, params.train_group_size)
         fingerprint = training_fingerprint(args.base_model, args.train_file, embedding, params)
         prepare_partial_dir(args.out_dir, fingerprint, resume=params.checkpoint_steps is not None)
-    processes = params.nproc_per_node or max(gpu_count(), 1)
+    processes = params.nproc_per_node or max(len(gpus), 1)
     if processes > 1 and not launched_by_torchrun:
         command = [sys.executable, "-m", "torch.distributed.run", *torchrun_arguments(processes),
                    "-m", "zh_retrieval.finetune", *sys.argv[1:]]

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from zh_retrieval.errors import InputError, run_stage
-from zh_retrieval.evaluate import load_eval_queries
 from zh_retrieval.files import atomic_dir, write_json
 from zh_retrieval.metrics import Run, ranked, read_trec_run, score_run
 from zh_retrieval.params import evaluate_params, hybrid_params
+from zh_retrieval.prepare import load_eval_queries
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +44,12 @@ def _min_max(scores: Mapping[str, float]) -> dict[str, float]:
 
 def weighted_fusion(dense: Run, sparse: Run, dense_weight: float) -> dict[str, dict[str, float]]:
     fused: dict[str, dict[str, float]] = {}
-    for query_id in set(dense) | set(sparse):
+    # dict.fromkeys, not a set: a set's order follows string hashes, which change with
+    # PYTHONHASHSEED, and the run file's query order would change from run to run.
+    for query_id in dict.fromkeys([*dense, *sparse]):
         d, s = _min_max(dense.get(query_id, {})), _min_max(sparse.get(query_id, {}))
         fused[query_id] = {doc: dense_weight * d.get(doc, 0.0) + (1 - dense_weight) * s.get(doc, 0.0)
-                           for doc in set(d) | set(s)}
+                           for doc in dict.fromkeys([*d, *s])}
     return fused
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zh_retrieval.embed import load_corpus_embeddings
+from zh_retrieval.embed import corpus_precision, load_corpus_embeddings
 from zh_retrieval.encode import encode, load_embedder, with_instruction
 from zh_retrieval.errors import InputError, run_stage
 from zh_retrieval.files import atomic_dir, read_jsonl, write_json, write_jsonl
@@ -173,7 +173,7 @@ def mining_stats(mined: list[Mined]) -> dict[str, float | int | None]:
 
 def run_mining(model_dir: Path, embeddings_dir: Path, corpus: dict[str, str], queries: list[TrainQuery],
                out_dir: Path, embedding: EmbeddingParams, encoding: EncodeParams, params: MineParams
-               ) -> dict[str, float | int]:
+               ) -> dict[str, float | int | str]:
     docids, corpus_vectors = load_corpus_embeddings(embeddings_dir)
     if set(docids) != set(corpus):
         raise InputError(embeddings_dir, "the embeddings are of another corpus than the dataset's",
@@ -193,7 +193,8 @@ def run_mining(model_dir: Path, embeddings_dir: Path, corpus: dict[str, str], qu
             }
             for m in mined
         ])
-    stats = mining_stats(mined)
+    stats = {**mining_stats(mined), "query_precision": embedder.precision,
+             "corpus_precision": corpus_precision(embeddings_dir)}
     logger.info("mined %s: %s", out_dir, ", ".join(f"{k} {v}" for k, v in stats.items()))
     return stats
 

@@ -14,15 +14,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from zh_retrieval.encode import Embedder, encode, load_embedder
+from zh_retrieval.encode import Embedder, encode, length_sorted_batches, load_embedder
 
 _EMBEDDER: Embedder | None = None  # the worker process's model, on its own device
-
-
-def visible_devices() -> list[str]:
-    """One entry per visible GPU, or ["cpu"]."""
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return [f"cuda:{i}" for i in range(count)] or ["cpu"]
 
 
 def _start_worker(model_dir: str, pooling: str, precision: str, devices: multiprocessing.Queue) -> None:
@@ -60,8 +54,7 @@ class DevicePool:
 
     def encode(self, texts: list[str], max_length: int, batch_size: int = 32, desc: str = "encode",
                batches_per_task: int = 4) -> np.ndarray:
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        batches = length_sorted_batches(texts, batch_size)
         groups = [batches[start : start + batches_per_task] for start in range(0, len(batches), batches_per_task)]
         tasks = [([[texts[i] for i in batch] for batch in group], max_length) for group in groups]
         out: np.ndarray | None = None

@@ -222,12 +222,30 @@ def finetune_params(path: Path) -> FinetuneParams:
         logging_steps=r.integer("finetune.logging_steps", minimum=1),
         precision=r.string("finetune.precision", PRECISIONS),
         gradient_checkpointing=r.boolean("finetune.gradient_checkpointing"),
-        deepspeed=r.string("finetune.deepspeed", allow_empty=True) or None,
+        deepspeed=deepspeed_config(r),
         nproc_per_node=(None if r.value("finetune.nproc_per_node") in (None, "auto")
                         else r.integer("finetune.nproc_per_node", minimum=1)),
         checkpoint_steps=(None if r.value("finetune.checkpoint_steps") is None
                           else r.integer("finetune.checkpoint_steps", minimum=1)),
     )
+
+
+DEEPSPEED_CONFIG_DIR = "configs"  # the finetune stage depends on this directory in dvc.yaml
+
+
+def deepspeed_config(r: _Reader) -> str | None:
+    """The DeepSpeed config path, only from configs/: the finetune stage's DVC deps cover that directory,
+    so editing the config re-runs training. A file elsewhere would change the run behind DVC's back."""
+    value = r.string("finetune.deepspeed", allow_empty=True) or None
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_absolute() or path.parts[:1] != (DEEPSPEED_CONFIG_DIR,) or ".." in path.parts:
+        raise r.bad("finetune.deepspeed", value, f"a file under {DEEPSPEED_CONFIG_DIR}/ (tracked as a dependency "
+                    "of finetune), e.g. configs/deepspeed_zero1.json")
+    if not path.is_file():
+        raise r.bad("finetune.deepspeed", value, "an existing DeepSpeed config file")
+    return value
 
 
 def evaluate_params(path: Path) -> EvaluateParams:

@@ -16,7 +16,8 @@ import logging
 from pathlib import Path
 
 from zh_retrieval.errors import InputError, run_stage
-from zh_retrieval.files import atomic_dir, write_json, write_jsonl
+from zh_retrieval.files import atomic_dir, read_jsonl, write_json, write_jsonl
+from zh_retrieval.metrics import read_qrels
 from zh_retrieval.mldr import Query, load_corpus, load_queries
 from zh_retrieval.params import PrepareParams, prepare_params
 
@@ -55,6 +56,27 @@ def prepare(dataset_dir: Path, out_dir: Path, params: PrepareParams) -> dict[str
     }
     logger.info("prepared %s: %s", out_dir, ", ".join(f"{k} {v:,}" for k, v in stats.items()))
     return stats
+
+
+def load_eval_queries(prepared_dir: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """(query_id => query text, qrels) as prepare wrote them."""
+    queries = {row["query_id"]: row["query"] for _, row in read_jsonl(prepared_dir / "queries.jsonl")}
+    qrels_path = prepared_dir / "qrels.tsv"
+    if not qrels_path.is_file():
+        raise InputError(qrels_path, "file not found", fix="run the prepare stage first")
+    qrels = read_qrels(qrels_path)
+    missing = set(qrels) - set(queries)
+    if missing:
+        raise InputError(qrels_path, f"{len(missing)} query ids have no query text, e.g. {sorted(missing)[0]!r}")
+    return queries, qrels
+
+
+def check_qrels_docids(qrels: dict[str, dict[str, int]], docids: set[str], qrels_path: Path, searched: Path) -> None:
+    """Every relevant document must be in what is searched, or its query could never score."""
+    unknown = {d for docs in qrels.values() for d in docs} - docids
+    if unknown:
+        raise InputError(qrels_path, f"{len(unknown)} relevant docids are not among the documents of {searched}, "
+                         f"e.g. {sorted(unknown)[0]!r}", fix="re-run prepare (and embed) on the same dataset")
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from zh_retrieval.compare import compare, read_per_query, summary
 from zh_retrieval.errors import InputError, run_stage
 from zh_retrieval.files import atomic_file, revision
+from zh_retrieval.metrics import MRR_DEPTH
 from zh_retrieval.params import load_params
 
 logger = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ ROWS = [  # (metrics file stem, label)
     ("hybrid_rrf", "hybrid (RRF, BM25 + fine-tuned)"),
     ("hybrid_weighted", "hybrid (weighted, BM25 + fine-tuned)"),
 ]
-COLUMNS = ["recall_at_10", "ndcg_at_10", "mrr_at_10", "recall_at_100"]
-
 
 
 def load_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:
@@ -47,18 +46,36 @@ def load_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
+def columns(metrics: dict[str, Any]) -> list[str]:
+    """Recall and nDCG at the largest k up to 10 (the smallest k if all are larger), MRR@10, and recall at the
+    largest k: whatever `evaluate.k` holds."""
+    ks = sorted(int(key.rsplit("_", 1)[1]) for key in metrics if key.startswith("ndcg_at_"))
+    headline = max((k for k in ks if k <= 10), default=ks[0])
+    chosen = [f"recall_at_{headline}", f"ndcg_at_{headline}", f"mrr_at_{MRR_DEPTH}"]
+    return chosen + ([f"recall_at_{ks[-1]}"] if ks[-1] != headline else [])
+
+
 def results_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
-    header = "| | " + " | ".join(c.replace("_at_", "@") for c in COLUMNS) + " |"
-    lines = [header, "|---" * (len(COLUMNS) + 1) + "|"]
+    base, tuned = metrics["base"], metrics["finetuned"]
+    shown = columns(base)
+    lines = ["| | " + " | ".join(c.replace("_at_", "@") for c in shown) + " |", "|---" * (len(shown) + 1) + "|"]
     for stem, label in ROWS:
         if stem in metrics:
-            lines.append(f"| {label} | " + " | ".join(f"{metrics[stem][c]:.4f}" for c in COLUMNS) + " |")
-    base, tuned = metrics["base"], metrics["finetuned"]
-    lines.append("| gain (fine-tuned − base) | " + " | ".join(f"{tuned[c] - base[c]:+.4f}" for c in COLUMNS) + " |")
+            lines.append(f"| {label} | " + " | ".join(f"{metrics[stem][c]:.4f}" for c in shown) + " |")
+    lines.append("| gain (fine-tuned − base) | " + " | ".join(f"{tuned[c] - base[c]:+.4f}" for c in shown) + " |")
     if "maxp" in tuned:
-        lines.append("| fine-tuned, MaxP over passages | " + " | ".join(f"{tuned['maxp'][c]:.4f}" for c in COLUMNS)
+        lines.append("| fine-tuned, MaxP over passages | " + " | ".join(f"{tuned['maxp'][c]:.4f}" for c in shown)
                      + " |")
     return lines
+
+
+def precision_line(metrics: dict[str, dict[str, Any]], params: dict[str, Any]) -> str:
+    """Which precision each model's corpus and queries were encoded in, and training's."""
+    encoded = ", ".join(f"{stem} corpus {metrics[stem].get('corpus_precision', '?')} / queries "
+                        f"{metrics[stem].get('query_precision', '?')}" for stem in ("base", "finetuned"))
+    training = params.get("finetune", {}).get("precision", "?")
+    setting = params.get("encode", {}).get("precision", "?")
+    return f"- precision: {encoded}; training {training} (`encode.precision: {setting}`)"
 
 
 def render_report(metrics: dict[str, dict[str, Any]], params: dict[str, Any], changes: dict[str, int]) -> str:
@@ -68,12 +85,14 @@ def render_report(metrics: dict[str, dict[str, Any]], params: dict[str, Any], ch
     setting = [
         f"- model: `{params['base_model']}` ({revision(Path(params['base_model']))}); "
         f"dataset: `{params['dataset']}` ({revision(Path(params['dataset']))})",
-        f"- measured on {base['num_queries']} test queries over {base['num_corpus']:,} documents",
+        f"- measured on {base['num_queries']} {params.get('prepare', {}).get('eval_split', 'test')} queries over "
+        f"{base['num_corpus']:,} documents",
         f"- lr {params['lr']}, epochs {finetune.get('epochs')}, batch {finetune.get('per_device_batch_size')}, "
         f"train_group_size {finetune.get('train_group_size')}, temperature {finetune.get('temperature')}, "
         f"pooling {embedding.get('pooling')}, passage_max_len {embedding.get('passage_max_len')}, "
         f"hard_ratio {mine.get('hard_ratio')}, seed {params.get('seed')}",
         f"- query instruction: `{base.get('query_instruction', '')}`",
+        precision_line(metrics, params),
         f"- nDCG@10 per query, fine-tuned vs base: {changes['improved']} improved, {changes['unchanged']} unchanged, "
         f"{changes['degraded']} degraded",
     ]

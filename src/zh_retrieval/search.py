@@ -1,4 +1,13 @@
-"""Exact inner-product search with faiss over unit vectors (so the score is the cosine)."""
+"""Exact inner-product search over unit vectors (so the score is the cosine), by document or by passage.
+
+Two implementations, deliberately. `search` ranks one vector per document with faiss's exact
+IndexFlatIP (BLAS, batched, what mining and plain evaluation need at MLDR's 200,000 documents).
+`maxp_search` must take each document's best passage *before* ranking; faiss's top-k over passages
+cannot do that exactly (a document's best passage may lie beyond any fixed passage depth), so it
+scores every passage with a matrix product and reduces per document. With one passage per document
+the two give the same ranking (tests/test_baselines.py checks it), so MaxP could stand in for plain
+search, at the cost of numpy's argpartition where faiss keeps a heap.
+"""
 
 from __future__ import annotations
 
