@@ -87,3 +87,51 @@ def test_mine_with_more_negatives_than_the_corpus_holds(dataset_dir: Path, tmp_p
     assert result.returncode == 2
     assert "8 negatives per query" in result.stderr and "only 5 documents" in result.stderr
     assert str(params) in result.stderr and not (tmp_path / "mined").exists()
+
+
+def test_prepare_check_prints_the_counts_and_writes_nothing(dataset_dir: Path) -> None:
+    before = sorted(p.name for p in dataset_dir.iterdir())
+    result = run_module("zh_retrieval.prepare", "--check", dataset_dir)
+    assert result.returncode == 0, result.stderr
+    counts = dict(line.split() for line in result.stdout.splitlines()[1:] if not line.strip().startswith("("))
+    assert counts == {"corpus_documents": "6", "corpus_mean_characters": "8", "train_queries": "3",
+                      "train_dataset_negatives": "1", "dev_queries": "1", "dev_relevant_documents": "1",
+                      "test_queries": "2", "test_relevant_documents": "3"}
+    assert sorted(p.name for p in dataset_dir.iterdir()) == before
+
+    (dataset_dir / "dev.jsonl").unlink()  # optional
+    result = run_module("zh_retrieval.prepare", "--check", dataset_dir)
+    assert result.returncode == 0 and "dev_queries" not in result.stdout and "no dev.jsonl" in result.stdout
+
+
+def test_prepare_check_names_the_first_problem(dataset_dir: Path) -> None:
+    lines = (dataset_dir / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    write_lines(dataset_dir / "test.jsonl", [lines[0], lines[1].replace('"d6"', '"d99"')])
+    result = run_module("zh_retrieval.prepare", "--check", dataset_dir)
+    assert result.returncode == 2
+    assert f"{dataset_dir / 'test.jsonl'}:2: positive_passages docid 'd99' is not in the corpus" in result.stderr
+
+
+def test_check_params_names_the_key_and_writes_nothing(tmp_path: Path) -> None:
+    text = PARAMS.read_text(encoding="utf-8")
+    for old, new, message in [("lr: 5.0e-4", "lr: abc", "`lr` is 'abc'; expected a number"),
+                              ("dataset: data/sample", "dataset: data/missing", "`dataset`: data/missing: dataset "
+                                                                                "directory not found"),
+                              ("base_model: models/tiny-bert-zh", "base_model: data/sample",
+                               "`base_model`: data/sample: not a model directory: no config.json")]:
+        assert old in text
+        params, out = tmp_path / "params.yaml", tmp_path / "checked.txt"
+        params.write_text(text.replace(old, new, 1), encoding="utf-8")
+        result = subprocess.run([sys.executable, "-m", "zh_retrieval.check", params, out], capture_output=True,
+                                text=True, cwd=ROOT, timeout=60)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert not out.exists()
+    good = subprocess.run([sys.executable, "-m", "zh_retrieval.check", PARAMS, out], cwd=ROOT, timeout=60)
+    assert good.returncode == 0 and out.read_text() == "params valid\n"
+
+
+def test_gpu_smoke_test_stops_clearly_without_a_gpu() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/gpu_smoke.py")], capture_output=True, text=True,
+                            env=dict(os.environ, CUDA_VISIBLE_DEVICES=""), timeout=120)
+    assert result.returncode == 2
+    assert "gpu_smoke: no CUDA device visible to torch" in result.stderr and "Traceback" not in result.stderr

@@ -20,11 +20,13 @@ from conftest import ROOT, TINY_MODEL, write_lines
 HASH_SEEDS = ("1", "2")
 
 
-def run_module(module: str, *args: str | Path, hash_seed: str) -> None:
-    env = dict(os.environ, PYTHONHASHSEED=hash_seed, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+def run_module(module: str, *args: str | Path, hash_seed: str, **env: str) -> str:
+    """The module's stderr (its log) after a successful run."""
+    env = dict(os.environ, PYTHONHASHSEED=hash_seed, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", **env)
     result = subprocess.run([sys.executable, "-m", f"zh_retrieval.{module}", *map(str, args)], capture_output=True,
                             text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
 
 
 def files(directory: Path) -> dict[str, bytes]:
@@ -74,11 +76,20 @@ def test_finetune_is_byte_reproducible(tmp_path: Path) -> None:
         for i, doc in enumerate(corpus)
     ])
 
-    out, runs = tmp_path / "finetuned", []
-    for seed in HASH_SEEDS:
-        run_module("finetune", TINY_MODEL, train, out, "--params", params, hash_seed=seed)
+    out, runs, logs = tmp_path / "finetuned", [], []
+    for seed, verbose in zip(HASH_SEEDS, ("", "1")):
+        logs.append(run_module("finetune", TINY_MODEL, train, out, "--params", params, hash_seed=seed,
+                               ZH_RETRIEVAL_VERBOSE=verbose))
         runs.append(files(out))
         shutil.rmtree(out)  # the next run writes the same path, so training_args.json can match too
     assert "model.safetensors" in runs[0] and runs[0].keys() == runs[1].keys()
     different = [name for name in runs[0] if runs[0][name] != runs[1][name]]
     assert not different, f"two runs on this machine differ in {different}"
+
+    # Quiet by default: one summary line instead of FlagEmbedding's ~180-line argument dump and its
+    # "distributed training: True" for one CPU process; ZH_RETRIEVAL_VERBOSE=1 brings them back.
+    quiet, verbose = logs
+    assert "fine-tuning " in quiet and "lr 0.0005, epochs 1, batch 4 x 1 process, groups of 3" in quiet
+    assert "Training/evaluation parameters" not in quiet and "distributed training" not in quiet
+    assert len(quiet.splitlines()) < len(verbose.splitlines()) - 100
+    assert "Training/evaluation parameters" in verbose

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, ROOT, TINY_MODEL, write_lines
 
-from zh_retrieval.encode import check_model_dir, encode, load_embedder
+from zh_retrieval.encode import encode, load_embedder
+from zh_retrieval.files import check_model_dir
 
 
 def small_params(tmp_path: Path, gradient_checkpointing: bool = False) -> Path:

@@ -9,7 +9,6 @@ import torch
 from conftest import CORPUS, TINY_MODEL
 
 from zh_retrieval.encode import (
-    check_model_dir,
     encode,
     length_sorted_batches,
     load_embedder,
@@ -18,6 +17,7 @@ from zh_retrieval.encode import (
     with_instruction,
 )
 from zh_retrieval.errors import InputError
+from zh_retrieval.files import check_model_dir
 
 
 def test_pooling_matches_flagembedding_definition() -> None:

@@ -12,8 +12,8 @@ import pytest
 from conftest import TINY_MODEL
 from hub_stand_in import HubStandIn
 
-from zh_retrieval.encode import check_model_dir
 from zh_retrieval.fetch import PRESETS
+from zh_retrieval.files import check_model_dir
 
 COMMIT_MODEL = PRESETS["bge-base-zh-v1.5"].revision
 COMMIT_DATA = PRESETS["mldr-zh"].revision

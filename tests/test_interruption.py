@@ -14,7 +14,7 @@ import torch
 from conftest import CORPUS, ROOT, TINY_MODEL, write_lines
 from safetensors.torch import load_file
 
-from zh_retrieval.encode import check_model_dir
+from zh_retrieval.files import check_model_dir
 
 
 def params_file(tmp_path: Path, checkpoint_steps: str) -> Path:

@@ -123,6 +123,13 @@ def test_repro_then_experiment(repo: Path) -> None:
     mined = json.loads((repo / "metrics/mine.json").read_text())
     assert mined["queries"] == 449 and mined["hard_negatives"] > 0 and mined["random_negatives"] > 0
 
+    # `dvc plots show` writes a page that draws offline: the vendored template, no CDN scripts.
+    sh("dvc", "plots", "show", "-o", "plots-page", cwd=repo)
+    page = (repo / "plots-page/index.html").read_text(encoding="utf-8")
+    assert "vegaEmbed(" in page and page.count("<script>") >= 3
+    assert not re.search(r"<script[^>]+src=", page), "no script is loaded from elsewhere"
+    shutil.rmtree(repo / "plots-page")
+
     # Each encoding stage records the precision it used; `auto` resolves per machine.
     here = resolve_precision("auto", torch.device("cpu"))
     assert base["corpus_precision"] == base["query_precision"] == finetuned["corpus_precision"] == here
@@ -157,11 +164,26 @@ def test_repro_then_experiment(repo: Path) -> None:
     # embeddings or evaluation.
     params = (repo / "params.yaml").read_text(encoding="utf-8")
     (repo / "params.yaml").write_text(params.replace("hard_ratio: 0.7", "hard_ratio: 0.5"), encoding="utf-8")
-    assert json.loads(sh("dvc", "status", "--json", cwd=repo).splitlines()[-1]).keys() == {"mine", "report"}
+    assert json.loads(sh("dvc", "status", "--json", cwd=repo).splitlines()[-1]).keys() == {"check_params", "mine",
+                                                                                           "report"}
     (repo / "params.yaml").write_text(params, encoding="utf-8")
 
+    # A failed experiment loses nothing: check_params stops it before any stage removes its outputs,
+    # naming the key; the README's three-line recovery then restores params.yaml.
+    for setting, message in [("lr=abc", "params.yaml: `lr` is 'abc'; expected a number"),
+                             ("dataset=data/my-corpus", "params.yaml: `dataset`: data/my-corpus: dataset directory "
+                                                        "not found")]:
+        log = sh("dvc", "exp", "run", "-S", setting, cwd=repo, check=False)
+        assert message in log and ran(log) == {"check_params"}, log
+        assert sh("git", "status", "--porcelain", cwd=repo).splitlines() == [" M params.yaml"]
+        assert "changed outs" not in sh("dvc", "status", cwd=repo), "every DVC-tracked output is still there"
+        sh("git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", cwd=repo)
+        sh("dvc", "checkout", cwd=repo)
+        assert "up to date" in sh("dvc", "status", cwd=repo)
+
     log = sh("dvc", "exp", "run", "-S", "lr=2e-5", cwd=repo)
-    assert ran(log) == {"finetune", "embed@finetuned", "evaluate@finetuned", "evaluate_hybrid", "report"}, log
+    assert ran(log) == {"check_params", "finetune", "embed@finetuned", "evaluate@finetuned", "evaluate_hybrid",
+                        "report"}, log
     training_args = json.loads((repo / "output/finetuned/training_args.json").read_text())
     assert training_args["learning_rate"] == 2e-5
 

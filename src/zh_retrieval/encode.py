@@ -18,12 +18,9 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from zh_retrieval.errors import InputError
+from zh_retrieval.files import check_model_dir
 
 logger = logging.getLogger(__name__)
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
-
 
 @dataclass
 class Embedder:
@@ -32,22 +29,6 @@ class Embedder:
     pooling: str  # "cls" or "mean"
     device: torch.device
     precision: str  # "fp32", "fp16" or "bf16"
-
-
-def check_model_dir(model_dir: Path) -> None:
-    """Fail early, naming the directory, if it is not a model saved with `save_pretrained` (safetensors)."""
-    if not model_dir.is_dir():
-        raise InputError(model_dir, "model directory not found",
-                         fix="set `base_model` to a local directory saved with save_pretrained; "
-                             "fetch a hub model into one first")
-    if not (model_dir / "config.json").is_file():
-        raise InputError(model_dir, "not a model directory: no config.json")
-    if not any((model_dir / name).is_file() for name in WEIGHT_FILES):
-        raise InputError(model_dir, "no safetensors weights (model.safetensors)",
-                         fix="save the model with save_pretrained(safe_serialization=True); "
-                             "pickled .bin weights are not loaded")
-    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
-        raise InputError(model_dir, "no tokenizer files (tokenizer.json or vocab.txt)")
 
 
 def visible_devices() -> list[str]:

@@ -1,4 +1,5 @@
-"""JSONL reading that reports the file and line of bad input, and outputs that appear only when complete."""
+"""JSONL reading that reports the file and line of bad input, outputs that appear only when complete, and what
+makes a directory a model (cheap checks, without loading torch)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import Any, TextIO
 from zh_retrieval.errors import InputError
 
 REVISION_FILE = "REVISION"  # in a fetched model or dataset directory: "<repo id>@<commit>"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
 
 def _open_text(path: Path) -> TextIO:
@@ -115,3 +118,19 @@ def revision(path: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return f"sha256:{digest.hexdigest()[:12]}"
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """Fail early, naming the directory, if it is not a model saved with `save_pretrained` (safetensors)."""
+    if not model_dir.is_dir():
+        raise InputError(model_dir, "model directory not found",
+                         fix="set `base_model` to a local directory saved with save_pretrained; "
+                             "fetch a hub model into one first")
+    if not (model_dir / "config.json").is_file():
+        raise InputError(model_dir, "not a model directory: no config.json")
+    if not any((model_dir / name).is_file() for name in WEIGHT_FILES):
+        raise InputError(model_dir, "no safetensors weights (model.safetensors)",
+                         fix="save the model with save_pretrained(safe_serialization=True); "
+                             "pickled .bin weights are not loaded")
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        raise InputError(model_dir, "no tokenizer files (tokenizer.json or vocab.txt)")

@@ -30,11 +30,12 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
-from zh_retrieval.encode import check_model_dir, visible_devices
+from zh_retrieval.encode import visible_devices
 from zh_retrieval.errors import InputError, run_stage
-from zh_retrieval.files import read_jsonl, revision
+from zh_retrieval.files import check_model_dir, read_jsonl, revision
 from zh_retrieval.params import EmbeddingParams, FinetuneParams, embedding_params, finetune_params
 
 logger = logging.getLogger(__name__)
@@ -233,11 +234,36 @@ def training_curves_callback(log_dir: Path):
     return TrainingStepCallback(live=live, log_model=False)
 
 
+VERBOSE_VARIABLE = "ZH_RETRIEVAL_VERBOSE"  # =1: FlagEmbedding's and the Trainer's full logs, also under DVC
+
+
+def quiet_library_logs() -> None:
+    """Keep FlagEmbedding's dumps out of the log: its runner prints every TrainingArguments field (~180
+    lines) and the model config, and warns "distributed training: True" for a single CPU process
+    (it tests local_rank != -1, and the Trainer sets 0). `summary_line` says what matters instead."""
+    logging.getLogger("FlagEmbedding.abc.finetune.embedder.AbsRunner").setLevel(logging.ERROR)
+    logging.getLogger("FlagEmbedding.finetune.embedder.encoder_only.base.runner").setLevel(logging.WARNING)
+    # FlagEmbedding's collator pads with max_length and no truncation, once per batch; harmless.
+    warnings.filterwarnings("ignore", message="`max_length` is ignored when `padding`=`True`")
+
+
+def summary_line(base_model: Path, embedding: EmbeddingParams, params: FinetuneParams, world_size: int) -> str:
+    processes = f"{world_size} processes, negatives shared across them" if world_size > 1 else "1 process"
+    return (f"fine-tuning {base_model}: lr {params.lr}, epochs {params.epochs:g}, batch {params.per_device_batch_size}"
+            f" x {processes}, groups of {params.train_group_size}, temperature {params.temperature}, "
+            f"{embedding.pooling} pooling, query/passage {embedding.query_max_len}/{embedding.passage_max_len} "
+            f"tokens, {params.precision}, seed {params.seed} (full arguments: {VERBOSE_VARIABLE}=1)")
+
+
 def train(base_model: Path, train_file: Path, out_dir: Path, embedding: EmbeddingParams, params: FinetuneParams,
-          log_dir: Path | None = None) -> None:
+          log_dir: Path | None = None, verbose: bool = False) -> None:
     from FlagEmbedding.finetune.embedder.encoder_only.base import EncoderOnlyEmbedderRunner
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if not verbose:
+        quiet_library_logs()
+    if int(os.environ.get("RANK", "0")) == 0:
+        logger.info("%s", summary_line(base_model, embedding, params, world_size))
     tmp = partial_dir(out_dir)
     model_args, data_args, training_args = flag_arguments(base_model, train_file, tmp, embedding, params, world_size)
     checkpoint = latest_checkpoint(tmp) if params.checkpoint_steps and tmp.is_dir() else None
@@ -292,7 +318,10 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--log-dir", type=Path, help="DVCLive directory for the training curves")
+    parser.add_argument("--verbose", action="store_true",
+                        help=f"FlagEmbedding's full argument dump and logs (or set {VERBOSE_VARIABLE}=1)")
     args = parser.parse_args()
+    verbose = args.verbose or os.environ.get(VERBOSE_VARIABLE, "") not in ("", "0")
 
     embedding, params = embedding_params(args.params), finetune_params(args.params)
     check_model_dir(args.base_model)
@@ -311,7 +340,7 @@ def main() -> None:
                    "-m", "zh_retrieval.finetune", *sys.argv[1:]]
         logger.info("launching %s", " ".join(command))
         sys.exit(subprocess.run(command, check=False).returncode)
-    train(args.base_model, args.train_file, args.out_dir, embedding, params, args.log_dir)
+    train(args.base_model, args.train_file, args.out_dir, embedding, params, args.log_dir, verbose)
 
 
 if __name__ == "__main__":

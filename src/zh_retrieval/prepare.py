@@ -1,6 +1,7 @@
 """prepare: an MLDR-layout dataset -> the training queries and the evaluation files, all validated.
 
     python -m zh_retrieval.prepare DATASET_DIR OUT_DIR --params params.yaml --stats metrics/prepare.json
+    python -m zh_retrieval.prepare --check DATASET_DIR     # validate a dataset and print its counts, nothing written
 
 Writes, into OUT_DIR (replaced whole, only once everything is valid):
     train_queries.jsonl  {"query_id", "query", "positive_ids", "negative_ids"}  mine adds the negatives' texts
@@ -79,13 +80,53 @@ def check_qrels_docids(qrels: dict[str, dict[str, int]], docids: set[str], qrels
                          f"e.g. {sorted(unknown)[0]!r}", fix="re-run prepare (and embed) on the same dataset")
 
 
+def check_dataset(dataset_dir: Path) -> dict[str, int]:
+    """Read a dataset directory the way prepare will and count what it holds; raise on the first problem.
+
+    corpus.jsonl, train.jsonl and test.jsonl are required; dev.jsonl is optional (needed only with
+    `prepare.eval_split: dev`). Each split must be disjoint from train.
+    """
+    corpus = load_corpus(dataset_dir)
+    train = load_queries(dataset_dir, "train", corpus)
+    counts = {
+        "corpus_documents": len(corpus),
+        "corpus_mean_characters": round(sum(map(len, corpus.values())) / len(corpus)),
+        "train_queries": len(train),
+        "train_dataset_negatives": sum(len(q.negative_ids) for q in train),
+    }
+    train_ids = {q.query_id for q in train}
+    for split in ("dev", "test"):
+        if split == "dev" and not any((dataset_dir / f"dev.jsonl{gz}").is_file() for gz in ("", ".gz")):
+            continue
+        queries = load_queries(dataset_dir, split, corpus)
+        overlap = train_ids & {q.query_id for q in queries}
+        if overlap:
+            raise InputError(dataset_dir, f"{len(overlap)} query ids are in both train and {split}, "
+                             f"e.g. {sorted(overlap)[0]!r}", fix="evaluation queries must be held out from training")
+        counts[f"{split}_queries"] = len(queries)
+        counts[f"{split}_relevant_documents"] = sum(len(q.positive_ids) for q in queries)
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset_dir", type=Path, help="a directory in MLDR's layout")
-    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("out_dir", type=Path, nargs="?", help="where to write the prepared files (not with --check)")
+    parser.add_argument("--check", action="store_true",
+                        help="only validate DATASET_DIR and print its counts; exit 2 naming the first problem")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--stats", type=Path, help="where to write the counts as JSON (a DVC metrics file)")
     args = parser.parse_args()
+    if args.check:
+        counts = check_dataset(args.dataset_dir)
+        print(f"{args.dataset_dir}: a valid MLDR-layout dataset")
+        for name, value in counts.items():
+            print(f"  {name:<28} {value:>12,}")
+        if "dev_queries" not in counts:
+            print("  (no dev.jsonl: fine unless prepare.eval_split is dev)")
+        return
+    if args.out_dir is None:
+        parser.error("OUT_DIR is required unless --check is given")
     stats = prepare(args.dataset_dir, args.out_dir, prepare_params(args.params))
     if args.stats:
         write_json(args.stats, stats)
