@@ -114,10 +114,10 @@ def test_prepare_check_names_the_first_problem(dataset_dir: Path) -> None:
 
 def test_check_params_names_the_key_and_writes_nothing(tmp_path: Path) -> None:
     text = PARAMS.read_text(encoding="utf-8")
-    for old, new, message in [("lr: 5.0e-4", "lr: abc", "`lr` is 'abc'; expected a number"),
+    for old, new, message in [("lr: 1.0e-4", "lr: abc", "`lr` is 'abc'; expected a number"),
                               ("dataset: data/sample", "dataset: data/missing", "`dataset`: data/missing: dataset "
                                                                                 "directory not found"),
-                              ("base_model: models/tiny-bert-zh", "base_model: data/sample",
+                              ("base_model: models/zh-mini-embedder", "base_model: data/sample",
                                "`base_model`: data/sample: not a model directory: no config.json")]:
         assert old in text
         params, out = tmp_path / "params.yaml", tmp_path / "checked.txt"

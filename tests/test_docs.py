@@ -14,7 +14,7 @@ from ruamel.yaml import YAML
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Paths under these exist in a fresh clone; others (output/, models/bge-...) appear only after a run.
 TRACKED_PREFIXES = ("src/", "scripts/", "benchmarks/", "presets/", "configs/", "docs/", "tests/", ".dvc/plots/",
-                    "models/tiny-bert-zh", "data/sample")
+                    "models/tiny-bert-zh", "models/zh-mini-embedder", "data/sample")
 PROGRAMS = {"python", "dvc", "make", "cp", "git", "source", "bash"}  # a code line starting otherwise is output
 INLINE_COMMAND = re.compile(r"`((?:\.venv/bin/)?(?:python|dvc|make) [^`]+)`")
 

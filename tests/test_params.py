@@ -37,15 +37,15 @@ def test_project_params_are_valid() -> None:
 
 def test_lr_as_dvc_writes_it_is_a_number(tmp_path: Path) -> None:
     # `dvc exp run -S lr=2e-5` writes `lr: 2e-05`, which YAML 1.1 readers return as a string.
-    path = params_with(tmp_path, "lr: 5.0e-4", "lr: 2e-05")
+    path = params_with(tmp_path, "lr: 1.0e-4", "lr: 2e-05")
     assert finetune_params(path).lr == 2e-5
 
 
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("lr: 5.0e-4", "lr: -1.0e-4", "`lr` is -0.0001"),
-        ("lr: 5.0e-4", "lr: fast", "`lr` is 'fast'; expected a number"),
+        ("lr: 1.0e-4", "lr: -1.0e-4", "`lr` is -0.0001"),
+        ("lr: 1.0e-4", "lr: fast", "`lr` is 'fast'; expected a number"),
         ("pooling: mean", "pooling: max", "`embedding.pooling` is 'max'; expected one of cls, mean"),
         ("train_group_size: 8", "train_group_size: 1", "`finetune.train_group_size` is 1"),
         ("precision: fp32        # fp16", "precision: int8 # fp16", "`finetune.precision` is 'int8'"),
