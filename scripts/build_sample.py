@@ -9,6 +9,16 @@ becomes a query whose one relevant document is that page. Long pages, short quer
 a lexical gap between them make a small but real long-document retrieval task, in the
 same files and fields as MLDR (`corpus.jsonl`, `{train,dev,test}.jsonl`).
 
+NAME queries match a page's opening, so on their own they cannot tell truncation from MaxP.
+Every page longer than 512 tokens also gets a *deep* query (`q-deep-<docid>`): one sentence
+of the page, drawn with the seed from those that start beyond its first 512 tokens (by the
+demo model's tokenizer), hold 10 or more Chinese characters and occur in no other page. A
+deep query goes to its page's split. Every query row records `evidence_offset`, the character
+offset in the page's text where its evidence starts: the sentence's for a deep query, 0 for a
+NAME query (the NAME line summarises the page, whose opening says the same). The query is the
+sentence verbatim, so a lexical matcher such as BM25 finds it easily wherever it lies; what
+it tests is whether a dense model looks past the first passage.
+
 The text is GFDL-1.2+ (see data/sample/LICENSE); the output is deterministic for a given
 .deb and seed.
 """
@@ -29,7 +39,13 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+ROOT = Path(__file__).resolve().parents[1]
+
 CJK = re.compile(r"[\u4e00-\u9fff]")
+SENTENCE = re.compile(r"[^。；！？\n]+[。；！？]?")  # a sentence, or a line without a full stop
+DEEP_QUERY_MIN_CJK = 10
+DEEP_QUERY_MAX_CHARS = 40
+FIRST_PASSAGE_TOKENS = 510  # 512 minus [CLS] and [SEP]
 NAME_DASH = re.compile(r"\s-+\s*")  # `ls \- 列出...`; the space keeps `apt-get` whole
 NAME_HEADINGS = ("NAME", "名称", "名字", "名称 NAME", "NAME 名称")
 # Macros whose arguments are running text (fonts, headings, list tags); every other
@@ -154,13 +170,51 @@ def deduplicate(pages: list[Page]) -> tuple[dict[str, str], dict[str, list[str]]
     return corpus, relevant
 
 
+def deep_query_candidates(text: str, all_text: str, boundary: int) -> list[tuple[int, str]]:
+    """(offset, sentence) for each sentence of the page past `boundary` that could be a deep query."""
+    candidates = []
+    for match in SENTENCE.finditer(text):
+        sentence = match.group().strip(" \t,，:：")
+        if match.start() < boundary or not sentence:
+            continue
+        chinese = len(CJK.findall(sentence))
+        if (chinese >= DEEP_QUERY_MIN_CJK and len(sentence) <= DEEP_QUERY_MAX_CHARS
+                and chinese >= 0.7 * len(sentence) and all_text.count(sentence) == 1):
+            candidates.append((text.index(sentence, match.start()), sentence.rstrip("。；！？")))
+    return candidates
+
+
+def deep_queries(corpus: dict[str, str], docids: list[str], tokenizer_dir: Path, seed: int) -> list[dict]:
+    """One deep query per page longer than the first passage, where the page has a candidate sentence."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    all_text = "\x00".join(corpus.values())  # a separator no sentence holds: counts never span two pages
+    rows = []
+    for docid in docids:
+        text = corpus[docid]
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+                            verbose=False)["offset_mapping"]
+        if len(offsets) <= FIRST_PASSAGE_TOKENS:
+            continue
+        candidates = deep_query_candidates(text, all_text, offsets[FIRST_PASSAGE_TOKENS][0])
+        if not candidates:
+            continue
+        offset, sentence = random.Random(f"{seed}:{docid}").choice(candidates)
+        rows.append({"query_id": f"q-deep-{docid}", "query": sentence,
+                     "positive_passages": [{"docid": docid, "text": text}], "negative_passages": [],
+                     "evidence_offset": offset})
+    return rows
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def build_sample(deb: Path, out_dir: Path, dev_size: int, test_size: int, seed: int) -> dict[str, int]:
+def build_sample(deb: Path, out_dir: Path, dev_size: int, test_size: int, seed: int, tokenizer_dir: Path
+                 ) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
         pages = read_pages(Path(tmp) / "usr/share/man/zh_CN")
@@ -171,6 +225,7 @@ def build_sample(deb: Path, out_dir: Path, dev_size: int, test_size: int, seed: 
             "query": text,
             "positive_passages": [{"docid": d, "text": corpus[d]} for d in docids],
             "negative_passages": [],
+            "evidence_offset": 0,
         }
         for text, docids in sorted(relevant.items(), key=lambda item: item[1][0])
     ]
@@ -180,11 +235,15 @@ def build_sample(deb: Path, out_dir: Path, dev_size: int, test_size: int, seed: 
         "dev": queries[test_size : test_size + dev_size],
         "train": queries[test_size + dev_size :],
     }
+    split_of = {p["docid"]: split for split, rows in splits.items() for row in rows for p in row["positive_passages"]}
+    for row in deep_queries(corpus, sorted(split_of), tokenizer_dir, seed):
+        splits[split_of[row["positive_passages"][0]["docid"]]].append(row)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "corpus.jsonl", [{"docid": d, "text": t} for d, t in sorted(corpus.items())])
     for split, rows in splits.items():
         write_jsonl(out_dir / f"{split}.jsonl", sorted(rows, key=lambda r: r["query_id"]))
-    counts = {"pages": len(pages), "corpus": len(corpus), **{s: len(r) for s, r in splits.items()}}
+    counts = {"pages": len(pages), "corpus": len(corpus), **{s: len(r) for s, r in splits.items()},
+              "deep": sum(row["evidence_offset"] > 0 for rows in splits.values() for row in rows)}
     return counts
 
 
@@ -196,8 +255,10 @@ def main() -> None:
     parser.add_argument("--dev-size", type=int, default=50)
     parser.add_argument("--test-size", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tokenizer", type=Path, default=ROOT / "models" / "zh-mini-embedder",
+                        help="whose tokens define the first 512 (default: the demo's base model)")
     args = parser.parse_args()
-    counts = build_sample(args.deb, args.out_dir, args.dev_size, args.test_size, args.seed)
+    counts = build_sample(args.deb, args.out_dir, args.dev_size, args.test_size, args.seed, args.tokenizer)
     logger.info("wrote %s: %s", args.out_dir, ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
 

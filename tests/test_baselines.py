@@ -12,10 +12,11 @@ from conftest import CORPUS, TINY_MODEL
 from zh_retrieval.bm25 import bigram_tokens, bm25_run, jieba_tokens
 from zh_retrieval.compare import compare, read_per_query, summary
 from zh_retrieval.embed import embed_corpus, load_corpus_embeddings, load_passage_embeddings
-from zh_retrieval.encode import load_embedder, split_into_passages
+from zh_retrieval.encode import load_embedder
 from zh_retrieval.hybrid import reciprocal_rank_fusion, top, weighted_fusion
 from zh_retrieval.metrics import score_run
 from zh_retrieval.params import BM25Params, EmbeddingParams, EncodeParams, LongDocumentParams
+from zh_retrieval.passages import split_into_passages
 from zh_retrieval.search import maxp_search, search
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from zh_retrieval.metrics import mean_metrics, per_query_metrics, ranked, read_trec_run, write_trec_run
+from zh_retrieval.metrics import mean_metrics, per_query_metrics, ranked, read_trec_run, score_run, write_trec_run
 
 KS = (1, 5, 10)
 
@@ -53,3 +53,15 @@ def test_trec_run_round_trip(tmp_path: Path) -> None:
     assert lines[0] == "q1 Q0 b 1 0.750000 demo"
     assert lines[1] == "q1 Q0 a 2 0.500000 demo"
     assert read_trec_run(tmp_path / "run.trec") == run
+
+
+def test_metrics_split_by_evidence_group(tmp_path: Path) -> None:
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}}
+    run = {"q1": {"d1": 2.0, "d9": 1.0}, "q2": {"d9": 2.0, "d2": 1.0}, "q3": {"d9": 1.0}}
+    means = score_run(qrels, run, (1, 10), tmp_path, "t", {"q1": "first_passage", "q2": "later", "q3": "later"})
+    assert means["by_evidence"]["first_passage"] == {"recall_at_1": 1.0, "ndcg_at_1": 1.0, "recall_at_10": 1.0,
+                                                     "ndcg_at_10": 1.0, "mrr_at_10": 1.0, "queries": 1}
+    later = means["by_evidence"]["later"]
+    assert later["queries"] == 2 and later["recall_at_1"] == 0.0 and later["mrr_at_10"] == 0.25
+    assert means["ndcg_at_1"] == 1 / 3
+    assert "by_evidence" not in score_run(qrels, run, (1, 10), tmp_path, "t")

@@ -117,5 +117,38 @@ def test_bundled_sample_is_valid_and_long() -> None:
     splits = {split: load_queries(sample, split, corpus) for split in ("train", "dev", "test")}
     ids = [q.query_id for queries in splits.values() for q in queries]
     assert len(ids) == len(set(ids)), "splits must not share queries"
-    assert len(splits["test"]) == 150 and len(splits["dev"]) == 50 and len(splits["train"]) > 400
+    name_queries = {split: [q for q in queries if not q.query_id.startswith("q-deep-")]
+                    for split, queries in splits.items()}
+    assert len(name_queries["test"]) == 150 and len(name_queries["dev"]) == 50 and len(name_queries["train"]) > 400
     assert sum(len(t) > 1024 for t in corpus.values()) > len(corpus) / 2, "documents should be long, as in MLDR"
+
+
+def test_bundled_deep_queries_need_more_than_the_first_passage() -> None:
+    """Each deep query is a sentence of its page that starts past the first 512 tokens and occurs in no other page,
+    in the split of its page's NAME query."""
+    from transformers import AutoTokenizer
+
+    from zh_retrieval.passages import first_passage_end
+
+    root = Path(__file__).resolve().parents[1]
+    sample = root / "data" / "sample"
+    tokenizer = AutoTokenizer.from_pretrained(root / "models" / "zh-mini-embedder")
+    corpus = load_corpus(sample)
+    split_of_page = {}
+    deep: dict[str, list] = {}
+    for split in ("train", "dev", "test"):
+        for query in load_queries(sample, split, corpus):
+            if query.query_id.startswith("q-deep-"):
+                deep.setdefault(split, []).append(query)
+            else:
+                assert query.evidence_offset == 0
+                split_of_page.update(dict.fromkeys(query.positive_ids, split))
+    assert len(deep["test"]) >= 50, "enough deep test queries to measure the later-passage group"
+    for split, queries in deep.items():
+        for query in queries:
+            (docid,) = query.positive_ids
+            text = corpus[docid]
+            assert text.startswith(query.text, query.evidence_offset)
+            assert query.evidence_offset >= first_passage_end(tokenizer, text, 512)
+            assert sum(query.text in other for other in corpus.values()) == 1
+            assert split_of_page[docid] == split

@@ -4,11 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import query_row, write_lines
+from conftest import TINY_MODEL, query_row, write_lines
 
 from zh_retrieval.errors import InputError
 from zh_retrieval.params import PrepareParams
-from zh_retrieval.prepare import prepare
+from zh_retrieval.prepare import load_evidence_groups, prepare
 
 PARAMS = PrepareParams(eval_split="test")
 
@@ -58,5 +58,40 @@ def test_bad_input_leaves_previous_output_untouched(dataset_dir: Path, tmp_path:
 def test_evaluation_queries_must_be_held_out(dataset_dir: Path, tmp_path: Path) -> None:
     write_lines(dataset_dir / "test.jsonl", [query_row("q1", "列出目录", ["d1"])])
     with pytest.raises(InputError, match="in both train and test"):
+        prepare(dataset_dir, tmp_path / "prepared", PARAMS)
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_evidence_offsets_split_evaluation_queries_by_passage(dataset_dir: Path, tmp_path: Path) -> None:
+    """With a 6-token passage (4 characters after [CLS] and [SEP]), evidence at character 5 lies past the first."""
+    write_lines(dataset_dir / "test.jsonl", [query_row("q5", "区域", ["d5"]) | {"evidence_offset": 5},
+                                             query_row("q6", "设备", ["d6", "d1"]) | {"evidence_offset": 0}])
+    stats = prepare(dataset_dir, tmp_path / "short", PARAMS, TINY_MODEL, passage_max_len=6)
+    assert read_rows(tmp_path / "short" / "queries.jsonl") == [
+        {"query_id": "q5", "query": "区域", "evidence_offset": 5, "evidence": "later"},
+        {"query_id": "q6", "query": "设备", "evidence_offset": 0, "evidence": "first_passage"},
+    ]
+    assert stats["eval_evidence_first_passage"] == 1 and stats["eval_evidence_later"] == 1
+    assert load_evidence_groups(tmp_path / "short") == {"q5": "later", "q6": "first_passage"}
+    prepare(dataset_dir, tmp_path / "long", PARAMS, TINY_MODEL, passage_max_len=512)
+    assert load_evidence_groups(tmp_path / "long") == {"q5": "first_passage", "q6": "first_passage"}
+
+
+def test_without_offsets_there_is_no_split_and_no_tokenizer_is_needed(dataset_dir: Path, tmp_path: Path) -> None:
+    stats = prepare(dataset_dir, tmp_path / "prepared", PARAMS)
+    assert load_evidence_groups(tmp_path / "prepared") == {}
+    assert "eval_evidence_later" not in stats
+
+
+@pytest.mark.parametrize("offset", [-1, 9, "5", True])
+def test_evidence_offset_must_point_into_the_positive_text(dataset_dir: Path, tmp_path: Path, offset) -> None:
+    write_lines(dataset_dir / "test.jsonl", [query_row("q5", "区域", ["d5"]) | {"evidence_offset": offset}])
+    with pytest.raises(InputError, match=r"test.jsonl:1: `evidence_offset` must be a character offset .*0 to 8"):
+        prepare(dataset_dir, tmp_path / "prepared", PARAMS, TINY_MODEL)
+
+
+def test_offsets_without_a_tokenizer_are_an_error(dataset_dir: Path, tmp_path: Path) -> None:
+    write_lines(dataset_dir / "test.jsonl", [query_row("q5", "区域", ["d5"]) | {"evidence_offset": 5}])
+    with pytest.raises(InputError, match="--tokenizer"):
         prepare(dataset_dir, tmp_path / "prepared", PARAMS)
     assert not (tmp_path / "prepared").exists()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from conftest import TINY_MODEL
 
-from zh_retrieval.report import at_k_rows, render_report, results_table, revision
+from zh_retrieval.report import at_k_rows, evidence_table, render_report, results_table, revision
 
 METRICS = {
     "base": {"recall_at_10": 0.1, "ndcg_at_10": 0.05, "mrr_at_10": 0.04, "recall_at_100": 0.4, "recall_at_1": 0.0,
@@ -70,3 +70,19 @@ def test_readme_shows_the_committed_report() -> None:
     block = readme.split("<!-- report -->\n", 1)[1].split("<!-- /report -->", 1)[0]
     report = (root / "metrics" / "report.md").read_text(encoding="utf-8")
     assert block.strip() == report.removeprefix("# Results\n").strip()
+
+
+def test_evidence_table_splits_every_system_including_maxp() -> None:
+    def split(first: float, later: float) -> dict:
+        return {"by_evidence": {"first_passage": {"ndcg_at_10": first, "recall_at_10": first, "queries": 3},
+                                "later": {"ndcg_at_10": later, "recall_at_10": later, "queries": 2}}}
+
+    metrics = {stem: {**values, **split(0.5, 0.1)} for stem, values in METRICS.items()}
+    metrics["finetuned"]["maxp"] = split(0.4, 0.3)
+    lines = evidence_table(metrics, 512)
+    assert "first 512 tokens" in lines[3]
+    assert lines[5] == ("| | ndcg@10, evidence in the first passage (3) | recall@10, evidence in the first passage (3) "
+                        "| ndcg@10, evidence later (2) | recall@10, evidence later (2) |")
+    assert "| fine-tuned, MaxP | 0.4000 | 0.4000 | 0.3000 | 0.3000 |" in lines
+    assert "| BM25 | 0.5000 | 0.5000 | 0.1000 | 0.1000 |" in lines
+    assert evidence_table(METRICS, 512) == [], "no split without evidence positions (MLDR itself)"

@@ -25,7 +25,7 @@ from zh_retrieval.files import atomic_dir, write_json
 from zh_retrieval.metrics import score_run
 from zh_retrieval.mldr import load_corpus
 from zh_retrieval.params import BM25Params, bm25_params, evaluate_params
-from zh_retrieval.prepare import check_qrels_docids, load_eval_queries
+from zh_retrieval.prepare import check_qrels_docids, load_eval_queries, load_evidence_groups
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def main() -> None:
     started = time.perf_counter()
     run = bm25_run(corpus, queries, params, max(ks))
     with atomic_dir(args.out_dir) as tmp:
-        metrics = score_run(qrels, run, ks, tmp, "bm25")
+        metrics = score_run(qrels, run, ks, tmp, "bm25", load_evidence_groups(args.prepared_dir))
     metrics.update(num_queries=len(qrels), num_corpus=len(corpus))
     write_json(args.metrics, metrics)
     logger.info("bm25 (%s): %d queries, %d documents, %.1fs; ndcg_at_10 %.4f", params.tokenizer, len(qrels),

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from zh_retrieval.encode import encode, load_embedder, resolve_precision, split_into_passages, visible_devices
+from zh_retrieval.encode import encode, load_embedder, resolve_precision, visible_devices
 from zh_retrieval.errors import InputError, run_stage
 from zh_retrieval.files import atomic_dir, write_json
 from zh_retrieval.mldr import iter_corpus
@@ -37,6 +37,7 @@ from zh_retrieval.params import (
     encode_params,
     long_document_params,
 )
+from zh_retrieval.passages import split_into_passages
 
 logger = logging.getLogger(__name__)
 

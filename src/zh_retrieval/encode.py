@@ -149,29 +149,6 @@ def encode(
     return out
 
 
-def split_into_passages(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int, overlap: int) -> list[str]:
-    """Cut a text into overlapping pieces that each fit the model at `max_length` tokens (specials included).
-
-    Windows are cut on token boundaries and mapped back to character spans, so each passage is
-    plain text that any later step encodes like a document; the first passage is what truncation
-    would have kept.
-    """
-    window = max_length - tokenizer.num_special_tokens_to_add(pair=False)
-    if window <= overlap:
-        raise ValueError(f"overlap {overlap} must be smaller than the {window}-token window")
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
-                        verbose=False)["offset_mapping"]
-    if len(offsets) <= window:
-        return [text]
-    passages = []
-    for start in range(0, len(offsets), window - overlap):
-        end = min(start + window, len(offsets))
-        passages.append(text[offsets[start][0] : offsets[end - 1][1]])
-        if end == len(offsets):
-            break
-    return passages
-
-
 def with_instruction(queries: list[str], instruction: str) -> list[str]:
     """FlagEmbedding's default `query_instruction_format` "{}{}": instruction, then the query."""
     return [f"{instruction}{q}" for q in queries]

@@ -35,7 +35,7 @@ from zh_retrieval.params import (
     encode_params,
     evaluate_params,
 )
-from zh_retrieval.prepare import check_qrels_docids, load_eval_queries
+from zh_retrieval.prepare import check_qrels_docids, load_eval_queries, load_evidence_groups
 from zh_retrieval.search import maxp_search, search
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def evaluate(
     encoding: EncodeParams,
     params: EvaluateParams,
     tag: str,
+    groups: dict[str, str] | None = None,
 ) -> dict[str, float | int | str]:
     """Dense retrieval over the whole corpus; returns the mean metrics and writes out_dir/run.trec.
 
@@ -77,11 +78,11 @@ def evaluate(
     top_k = max(params.k)
     run = as_run(query_ids, docids, *search(corpus_vectors, query_vectors, top_k))
     with atomic_dir(out_dir) as tmp:
-        metrics: dict = score_run(qrels, run, params.k, tmp, tag)
+        metrics: dict = score_run(qrels, run, params.k, tmp, tag, groups)
         if passages is not None:
             (tmp / "maxp").mkdir()
             maxp_run = as_run(query_ids, docids, *maxp_search(*passages, query_vectors, top_k))
-            metrics["maxp"] = score_run(qrels, maxp_run, params.k, tmp / "maxp", f"{tag}_maxp")
+            metrics["maxp"] = score_run(qrels, maxp_run, params.k, tmp / "maxp", f"{tag}_maxp", groups)
     # Recorded so a metrics file says how its queries and documents were embedded: `auto`
     # precision differs between machines, and so do the numbers in their fourth decimal.
     metrics.update(num_queries=len(qrels), num_corpus=len(docids), query_instruction=instruction,
@@ -109,7 +110,8 @@ def main() -> None:
     check_qrels_docids(qrels, set(docids), args.prepared_dir / "qrels.tsv", args.embeddings_dir)
     passages = load_passage_embeddings(args.embeddings_dir)
     metrics = evaluate(args.model_dir, docids, corpus_vectors, passages, corpus_precision(args.embeddings_dir),
-                       queries, qrels, args.out_dir, embedding, encoding, params, args.tag or args.out_dir.name)
+                       queries, qrels, args.out_dir, embedding, encoding, params, args.tag or args.out_dir.name,
+                       load_evidence_groups(args.prepared_dir))
     write_json(args.metrics, metrics)
 
 

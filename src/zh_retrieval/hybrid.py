@@ -19,7 +19,7 @@ from zh_retrieval.errors import InputError, run_stage
 from zh_retrieval.files import atomic_dir, write_json
 from zh_retrieval.metrics import Run, ranked, read_trec_run, score_run
 from zh_retrieval.params import evaluate_params, hybrid_params
-from zh_retrieval.prepare import load_eval_queries
+from zh_retrieval.prepare import load_eval_queries, load_evidence_groups
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     params, ks = hybrid_params(args.params), evaluate_params(args.params).k
     _, qrels = load_eval_queries(args.prepared_dir)
+    groups = load_evidence_groups(args.prepared_dir)
     for path in (args.bm25_run, args.dense_run):
         if not path.is_file():
             raise InputError(path, "run file not found", fix="run the evaluation stage that writes it first")
@@ -80,7 +81,7 @@ def main() -> None:
         results = {}
         for name, fused in fusions.items():
             (tmp / name).mkdir()
-            results[name] = score_run(qrels, top(fused, max(ks)), ks, tmp / name, f"hybrid_{name}")
+            results[name] = score_run(qrels, top(fused, max(ks)), ks, tmp / name, f"hybrid_{name}", groups)
             results[name].update(num_queries=len(qrels))
     for name, metrics in results.items():
         write_json(args.metrics_dir / f"hybrid_{name}.json", metrics)

@@ -67,11 +67,23 @@ def first_relevant_rank(qrels: Mapping[str, int], scores: Mapping[str, float]) -
     return None
 
 
-def score_run(qrels: Qrels, run: Run, ks: tuple[int, ...], out_dir: Path, tag: str) -> dict[str, float]:
+def grouped_means(per_query: Mapping[str, Mapping[str, float]], groups: Mapping[str, str]) -> dict[str, dict]:
+    """group => the metrics averaged over that group's queries, with their count under `queries`."""
+    result = {}
+    for group in sorted(set(groups.values())):
+        rows = {q: row for q, row in per_query.items() if groups.get(q) == group}
+        if rows:
+            result[group] = {**mean_metrics(rows), "queries": len(rows)}
+    return result
+
+
+def score_run(qrels: Qrels, run: Run, ks: tuple[int, ...], out_dir: Path, tag: str,
+              groups: Mapping[str, str] | None = None) -> dict:
     """Write out_dir/run.trec and out_dir/per_query.jsonl; return the metrics averaged over all qrels queries.
 
     The metrics are computed from run.trec as written (scores to 6 decimals), so anyone who
-    recomputes them from the file gets these numbers.
+    recomputes them from the file gets these numbers. With `groups` (query_id => group, e.g.
+    where its evidence lies), they are also averaged per group, under `by_evidence`.
     """
     write_trec_run(out_dir / "run.trec", run, tag)
     written = read_trec_run(out_dir / "run.trec")
@@ -81,7 +93,10 @@ def score_run(qrels: Qrels, run: Run, ks: tuple[int, ...], out_dir: Path, tag: s
             record = {"query_id": query_id, **row,
                       "first_relevant_rank": first_relevant_rank(qrels[query_id], written.get(query_id, {}))}
             f.write(json.dumps(record) + "\n")
-    return mean_metrics(per_query)
+    means: dict = mean_metrics(per_query)
+    if groups:
+        means["by_evidence"] = grouped_means(per_query, groups)
+    return means
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:

@@ -2,7 +2,9 @@
 
     corpus:  {"docid": str, "text": str}
     queries: {"query_id": str, "query": str,
-              "positive_passages": [{"docid": str, "text": str}], "negative_passages": [...]}
+              "positive_passages": [{"docid": str, "text": str}], "negative_passages": [...],
+              "evidence_offset": int}   optional, not in MLDR: where in the first positive's text
+                                        the query's evidence starts (a character offset)
 
 The same functions read Shitao/MLDR's `mldr-v1.0-zh` folder, the bundled sample and a user's
 own corpus. Everything is validated on the way in, so a later stage never meets a query whose
@@ -32,6 +34,7 @@ class Query:
     text: str
     positive_ids: tuple[str, ...]
     negative_ids: tuple[str, ...]  # the dataset's own negatives; empty in MLDR's dev and test
+    evidence_offset: int | None = None  # character offset of the evidence in the first positive's text
 
 
 def dataset_file(dataset_dir: Path, name: str) -> Path:
@@ -100,6 +103,16 @@ def _passage_ids(row: dict[str, Any], field: str, path: Path, line: int, corpus:
     return tuple(docids)
 
 
+def _evidence_offset(row: dict[str, Any], positive_text: str, path: Path, line: int) -> int | None:
+    offset = row.get("evidence_offset")
+    if offset is None:
+        return None
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < len(positive_text):
+        raise InputError(path, f"`evidence_offset` must be a character offset into the first positive document's "
+                         f"text (0 to {len(positive_text) - 1}), not {offset!r}", line=line)
+    return offset
+
+
 def load_queries(dataset_dir: Path, split: str, corpus: dict[str, str]) -> list[Query]:
     """The split's queries, each with at least one positive document that exists in the corpus."""
     path = dataset_file(dataset_dir, split)
@@ -121,7 +134,8 @@ def load_queries(dataset_dir: Path, split: str, corpus: dict[str, str]) -> list[
             raise InputError(path, "`positive_passages` is empty", line=line,
                              fix="every query needs at least one relevant document")
         negatives = _passage_ids(row, "negative_passages", path, line, corpus)
-        queries.append(Query(query_id, text, positives, tuple(d for d in negatives if d not in positives)))
+        offset = _evidence_offset(row, corpus[positives[0]], path, line)
+        queries.append(Query(query_id, text, positives, tuple(d for d in negatives if d not in positives), offset))
     if not queries:
         raise InputError(path, f"the {split} split has no queries")
     logger.info("%s %s: %s queries", split, path, f"{len(queries):,}")

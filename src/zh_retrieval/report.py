@@ -69,6 +69,35 @@ def results_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+EVIDENCE_GROUPS = (("first_passage", "evidence in the first passage"), ("later", "evidence later"))
+
+
+def evidence_table(metrics: dict[str, dict[str, Any]], passage_max_len: Any) -> list[str]:
+    """nDCG and recall at the headline k, split by where each query's evidence starts; [] without that split."""
+    if "by_evidence" not in metrics["base"]:
+        return []
+    k = columns(metrics["base"])[1].rsplit("_", 1)[1]
+    shown = [f"ndcg_at_{k}", f"recall_at_{k}"]
+    systems = []  # (label, metrics holding by_evidence)
+    for stem, label in ROWS:
+        if stem in metrics:
+            systems.append((label, metrics[stem]))
+            if "maxp" in metrics[stem]:
+                systems.append((f"{label}, MaxP", metrics[stem]["maxp"]))
+    counts = {group: metrics["base"]["by_evidence"].get(group, {}).get("queries", 0) for group, _ in EVIDENCE_GROUPS}
+    header = [f"{name.replace('_at_', '@')}, {label} ({counts[group]})"
+              for group, label in EVIDENCE_GROUPS for name in shown]
+    lines = ["| | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    for label, values in systems:
+        cells = [f"{values['by_evidence'][group][name]:.4f}" if group in values.get("by_evidence", {}) else "–"
+                 for group, _ in EVIDENCE_GROUPS for name in shown]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return ["", "## By where the evidence lies", "",
+            f"Queries whose evidence starts inside the first {passage_max_len} tokens of their document, "
+            "which truncation keeps, against those whose evidence starts later (query counts in brackets).", "",
+            *lines]
+
+
 def precision_line(metrics: dict[str, dict[str, Any]], params: dict[str, Any]) -> str:
     """Which precision each model's corpus and queries were encoded in, and training's."""
     encoded = ", ".join(f"{stem} corpus {metrics[stem].get('corpus_precision', '?')} / queries "
@@ -96,7 +125,8 @@ def render_report(metrics: dict[str, dict[str, Any]], params: dict[str, Any], ch
         f"- nDCG@10 per query, fine-tuned vs base: {changes['improved']} improved, {changes['unchanged']} unchanged, "
         f"{changes['degraded']} degraded",
     ]
-    return "\n".join(["# Results", "", *results_table(metrics), "", *setting, ""])
+    evidence = evidence_table(metrics, embedding.get("passage_max_len"))
+    return "\n".join(["# Results", "", *results_table(metrics), "", *setting, *evidence, ""])
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:

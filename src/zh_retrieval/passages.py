@@ -1,0 +1,43 @@
+"""Cutting documents into the passages a 512-token model sees: tokenizer only, no model, no torch.
+
+Shared by `embed` (MaxP's passages) and `prepare` (whether a query's evidence lies in the first
+passage, the one truncation keeps), so the two agree on where a passage ends.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+
+def _token_offsets(tokenizer: PreTrainedTokenizerBase, text: str) -> list[tuple[int, int]]:
+    return tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+                     verbose=False)["offset_mapping"]
+
+
+def first_passage_end(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int) -> int:
+    """Character offset where the text's first passage ends: what truncation at `max_length` tokens keeps."""
+    window = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    offsets = _token_offsets(tokenizer, text)
+    return len(text) if len(offsets) <= window else offsets[window - 1][1]
+
+
+def split_into_passages(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int, overlap: int) -> list[str]:
+    """Cut a text into overlapping pieces that each fit the model at `max_length` tokens (specials included).
+
+    Windows are cut on token boundaries and mapped back to character spans, so each passage is
+    plain text that any later step encodes like a document; the first passage is what truncation
+    would have kept.
+    """
+    window = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    if window <= overlap:
+        raise ValueError(f"overlap {overlap} must be smaller than the {window}-token window")
+    offsets = _token_offsets(tokenizer, text)
+    if len(offsets) <= window:
+        return [text]
+    passages = []
+    for start in range(0, len(offsets), window - overlap):
+        end = min(start + window, len(offsets))
+        passages.append(text[offsets[start][0] : offsets[end - 1][1]])
+        if end == len(offsets):
+            break
+    return passages
