@@ -69,7 +69,7 @@ def results_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-EVIDENCE_GROUPS = (("first_passage", "evidence in the first passage"), ("later", "evidence later"))
+EVIDENCE_GROUPS = (("first_passage", "first passage"), ("later", "later"))
 
 
 def evidence_table(metrics: dict[str, dict[str, Any]], passage_max_len: Any) -> list[str]:
@@ -86,16 +86,14 @@ def evidence_table(metrics: dict[str, dict[str, Any]], passage_max_len: Any) -> 
                 systems.append((f"{label}, MaxP", metrics[stem]["maxp"]))
     counts = {group: metrics["base"]["by_evidence"].get(group, {}).get("queries", 0) for group, _ in EVIDENCE_GROUPS}
     header = [f"{name.replace('_at_', '@')}, {label} ({counts[group]})"
-              for group, label in EVIDENCE_GROUPS for name in shown]
-    lines = ["| | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+              for name in shown for group, label in EVIDENCE_GROUPS]
+    lines = ["| evidence in | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for label, values in systems:
         cells = [f"{values['by_evidence'][group][name]:.4f}" if group in values.get("by_evidence", {}) else "–"
-                 for group, _ in EVIDENCE_GROUPS for name in shown]
+                 for name in shown for group, _ in EVIDENCE_GROUPS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return ["", "## By where the evidence lies", "",
-            f"Queries whose evidence starts inside the first {passage_max_len} tokens of their document, "
-            "which truncation keeps, against those whose evidence starts later (query counts in brackets).", "",
-            *lines]
+    return ["", f"By where each test query's evidence starts: in the first passage ({passage_max_len} tokens, "
+            "what truncation keeps) or later (query counts in brackets):", "", *lines]
 
 
 def precision_line(metrics: dict[str, dict[str, Any]], params: dict[str, Any]) -> str:
