@@ -60,7 +60,10 @@ def experiment_metrics() -> dict[str, dict[str, Any]]:
         for experiment in commit.get("experiments") or []:
             for revision in experiment.get("revs", []):
                 name = revision.get("name") or experiment.get("name")
-                data = (revision.get("data") or {}).get("metrics", {})
+                data = revision.get("data") or {}
+                if data.get("rev") == "workspace":  # still running: DVC shows the workspace's metrics
+                    continue
+                data = data.get("metrics", {})
                 if name and data:
                     found[name] = {Path(path).stem: values.get("data", {}) for path, values in data.items()}
     return found
@@ -78,6 +81,7 @@ COLUMNS = [  # (header, metrics file, path inside it)
     ("evidence in first passage", "finetuned", ("by_evidence", "first_passage", "ndcg_at_10")),
     ("evidence later", "finetuned", ("by_evidence", "later", "ndcg_at_10")),
     ("fine-tuned MaxP nDCG@10", "finetuned", ("maxp", "ndcg_at_10")),
+    ("MaxP, evidence in first passage", "finetuned", ("maxp", "by_evidence", "first_passage", "ndcg_at_10")),
     ("MaxP, evidence later", "finetuned", ("maxp", "by_evidence", "later", "ndcg_at_10")),
     ("base nDCG@10", "base", ("ndcg_at_10",)),
 ]

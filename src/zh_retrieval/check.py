@@ -43,14 +43,15 @@ CHECKED = "params valid\n"  # the stage's whole output: constant, so it never re
 
 def check_params(params_file: Path) -> None:
     """Raise InputError, naming the file and key, on the first bad value or missing input."""
-    for section in (embedding_params, long_document_params, prepare_params, mine_params, finetune_params,
-                    encode_params, evaluate_params, bm25_params, hybrid_params):
+    for section in (embedding_params, long_document_params, mine_params, finetune_params, encode_params,
+                    evaluate_params, bm25_params, hybrid_params):
         section(params_file)
+    eval_split = prepare_params(params_file).eval_split
     params = load_params(params_file)
     for key in ("dataset", "base_model"):
         if not isinstance(params.get(key), str) or not params[key]:
             raise InputError(params_file, f"`{key}` is {params.get(key)!r}; expected a directory path")
-    splits = ("corpus", "train", prepare_params(params_file).eval_split)
+    splits = ("corpus", "train", eval_split)
     checks = {"dataset": lambda: [dataset_file(Path(params["dataset"]), name) for name in splits],
               "base_model": lambda: check_model_dir(Path(params["base_model"]))}
     for key, check in checks.items():

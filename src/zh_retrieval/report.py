@@ -46,10 +46,15 @@ def load_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
+def evaluated_ks(metrics: dict[str, Any]) -> list[int]:
+    """The cut-offs a metrics file holds (`evaluate.k`), ascending."""
+    return sorted(int(key.rsplit("_", 1)[1]) for key in metrics if key.startswith("ndcg_at_"))
+
+
 def columns(metrics: dict[str, Any]) -> list[str]:
     """Recall and nDCG at the largest k up to 10 (the smallest k if all are larger), MRR@10, and recall at the
     largest k: whatever `evaluate.k` holds."""
-    ks = sorted(int(key.rsplit("_", 1)[1]) for key in metrics if key.startswith("ndcg_at_"))
+    ks = evaluated_ks(metrics)
     headline = max((k for k in ks if k <= 10), default=ks[0])
     chosen = [f"recall_at_{headline}", f"ndcg_at_{headline}", f"mrr_at_{MRR_DEPTH}"]
     return chosen + ([f"recall_at_{ks[-1]}"] if ks[-1] != headline else [])
@@ -135,8 +140,7 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 
 
 def at_k_rows(metrics: dict[str, Any]) -> list[list[Any]]:
-    ks = sorted(int(key.rsplit("_", 1)[1]) for key in metrics if key.startswith("ndcg_at_"))
-    return [[k, metrics[f"recall_at_{k}"], metrics[f"ndcg_at_{k}"]] for k in ks]
+    return [[k, metrics[f"recall_at_{k}"], metrics[f"ndcg_at_{k}"]] for k in evaluated_ks(metrics)]
 
 
 def main() -> None:

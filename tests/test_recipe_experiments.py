@@ -1,0 +1,28 @@
+"""The recipe experiments' tables: one row per seed, then the mean and sample standard deviation."""
+
+from __future__ import annotations
+
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import recipe_experiments  # noqa: E402
+
+
+def metrics(ndcg: float, later: float) -> dict:
+    return {"finetuned": {"ndcg_at_10": ndcg, "by_evidence": {"later": {"ndcg_at_10": later}},
+                          "maxp": {"ndcg_at_10": 0.3}},
+            "base": {"ndcg_at_10": 0.2}}
+
+
+def test_rows_per_seed_then_mean_and_spread() -> None:
+    found = {"guard-hard07-seed42": metrics(0.30, 0.10), "guard-hard07-seed1": metrics(0.26, 0.12),
+             "instr-off-seed2": metrics(0.20, 0.05)}
+    lines = recipe_experiments.tables(found).splitlines()
+    assert "| hard_ratio 0.7 | 42 | 0.3000 | – | 0.1000 | 0.3000 | – | – | 0.2000 |" in lines
+    assert "| **hard_ratio 0.7**, mean ± sd | 2 seeds | 0.280 ± 0.028 | – | 0.110 ± 0.014 | 0.300 ± 0.000 | – | – " \
+           "| 0.200 ± 0.000 |" in lines
+    assert "| **off**, mean ± sd | 1 seeds | 0.200 | – | 0.050 | 0.300 | – | – | 0.200 |" in lines
+    assert "| **hard_ratio 0 (random only)**, mean ± sd | 0 seeds | – | – | – | – | – | – | – |" in lines
