@@ -108,11 +108,11 @@ def test_repro_then_experiment(repo: Path) -> None:
     base = json.loads((repo / "metrics/base.json").read_text())
     finetuned = json.loads((repo / "metrics/finetuned.json").read_text())
     assert METRIC_KEYS <= base.keys() and METRIC_KEYS <= finetuned.keys()
-    assert base["num_queries"] == finetuned["num_queries"] == 150
+    assert base["num_queries"] == finetuned["num_queries"] == 237
     assert base["num_corpus"] == 663
     assert finetuned["ndcg_at_10"] > base["ndcg_at_10"], "fine-tuning on the sample should improve the base model"
     run_lines = (repo / "output/eval/finetuned/run.trec").read_text().splitlines()
-    assert len(run_lines) == 150 * 100 and run_lines[0].split()[1:4:2] == ["Q0", "1"]
+    assert len(run_lines) == 237 * 100 and run_lines[0].split()[1:4:2] == ["Q0", "1"]
     assert "up to date" in sh("dvc", "status", cwd=repo)
 
     # Every run file recomputes to the metrics written beside it.
@@ -124,8 +124,20 @@ def test_repro_then_experiment(repo: Path) -> None:
         assert recomputed == pytest.approx({k: metrics[k] for k in recomputed}, abs=1e-12), run_dir
     assert base["query_instruction"] == finetuned["query_instruction"] != ""
 
+    # The sample's deep queries split every evaluation by where the evidence lies, MaxP included;
+    # truncation cannot see a later passage, MaxP can.
+    prepared = json.loads((repo / "metrics/prepare.json").read_text())
+    assert (prepared["eval_evidence_first_passage"], prepared["eval_evidence_later"]) == (150, 87)
+    bm25 = json.loads((repo / "metrics/bm25.json").read_text())
+    for metrics in (base, finetuned, base["maxp"], finetuned["maxp"], bm25):
+        groups = metrics["by_evidence"]
+        assert (groups["first_passage"]["queries"], groups["later"]["queries"]) == (150, 87)
+    assert finetuned["maxp"]["by_evidence"]["later"]["ndcg_at_10"] > finetuned["by_evidence"]["later"]["ndcg_at_10"]
+    report = (repo / "metrics/report.md").read_text()
+    assert "evidence in | ndcg@10, first passage (150) | ndcg@10, later (87)" in report
+
     mined = json.loads((repo / "metrics/mine.json").read_text())
-    assert mined["queries"] == 449 and mined["hard_negatives"] > 0 and mined["random_negatives"] > 0
+    assert mined["queries"] == 707 and mined["hard_negatives"] > 0 and mined["random_negatives"] > 0
 
     # `dvc plots show` writes a page that draws offline: the vendored template, no CDN scripts.
     sh("dvc", "plots", "show", "-o", "plots-page", cwd=repo)
