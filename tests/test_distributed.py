@@ -19,7 +19,7 @@ def small_params(tmp_path: Path, gradient_checkpointing: bool = False) -> Path:
     text = (ROOT / "params.yaml").read_text(encoding="utf-8")
     checkpointing = "true" if gradient_checkpointing else "false"
     for old, new in [("gradient_checkpointing: false", f"gradient_checkpointing: {checkpointing}"),
-                     ("nproc_per_node: auto", "nproc_per_node: 2"), ("epochs: 2", "epochs: 1"),
+                     ("nproc_per_node: auto", "nproc_per_node: 2"), ("epochs: 1", "epochs: 1"),
                      ("per_device_batch_size: 8", "per_device_batch_size: 2"),
                      ("train_group_size: 8", "train_group_size: 2"), ("passage_max_len: 512", "passage_max_len: 64"),
                      ("logging_steps: 10", "logging_steps: 1")]:

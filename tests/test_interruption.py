@@ -19,7 +19,7 @@ from zh_retrieval.files import check_model_dir
 
 def params_file(tmp_path: Path, checkpoint_steps: str) -> Path:
     text = (ROOT / "params.yaml").read_text(encoding="utf-8")
-    for old, new in [("per_device_batch_size: 8", "per_device_batch_size: 2"),
+    for old, new in [("epochs: 1", "epochs: 2"), ("per_device_batch_size: 8", "per_device_batch_size: 2"),
                      ("train_group_size: 8", "train_group_size: 2"), ("passage_max_len: 512", "passage_max_len: 32"),
                      ("checkpoint_steps: null", f"checkpoint_steps: {checkpoint_steps}")]:
         assert old in text, old
