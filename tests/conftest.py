@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ROOT / "models" / "tiny-bert-zh"
@@ -16,6 +18,27 @@ CORPUS = {
     "d5": "设置当前的区域选项",
     "d6": "建立设备文件",
 }
+
+
+def write_params(path: Path, overrides: dict[str, Any], source: Path = ROOT / "params.yaml") -> Path:
+    """The project's params.yaml with `overrides` ({"finetune.epochs": 2}) set, written to `path`.
+
+    Round-trip YAML keeps the comments and layout; a key the file does not have is an error, so a
+    renamed param fails here rather than leaving a test on the default it meant to change.
+    """
+    yaml = YAML()
+    data = yaml.load(source.read_text(encoding="utf-8"))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            raise KeyError(f"{source} has no `{dotted}`")
+        node[leaf] = value
+    with path.open("w", encoding="utf-8") as f:
+        yaml.dump(data, f)
+    return path
 
 
 def write_lines(path: Path, rows: list) -> Path:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, TINY_MODEL, write_lines
+from conftest import ROOT, TINY_MODEL, write_lines, write_params
 
 PARAMS = ROOT / "params.yaml"
 
@@ -118,7 +118,10 @@ def test_check_params_names_the_key_and_writes_nothing(tmp_path: Path) -> None:
                               ("dataset: data/sample", "dataset: data/missing", "`dataset`: data/missing: dataset "
                                                                                 "directory not found"),
                               ("base_model: models/zh-mini-embedder", "base_model: data/sample",
-                               "`base_model`: data/sample: not a model directory: no config.json")]:
+                               "`base_model`: data/sample: not a model directory: no config.json"),
+                              ("dataset: data/general", "dataset: data/nowhere", "`general.dataset`: data/nowhere: "
+                                                                                 "dataset directory not found"),
+                              ("finetuned_weight: 0.5", "finetuned_weight: 1.5", "`merge.finetuned_weight` is 1.5")]:
         assert old in text
         params, out = tmp_path / "params.yaml", tmp_path / "checked.txt"
         params.write_text(text.replace(old, new, 1), encoding="utf-8")
@@ -135,3 +138,17 @@ def test_gpu_smoke_test_stops_clearly_without_a_gpu() -> None:
                             env=dict(os.environ, CUDA_VISIBLE_DEVICES=""), timeout=120)
     assert result.returncode == 2
     assert "gpu_smoke: no CUDA device visible to torch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_mine_stops_when_the_guard_leaves_queries_without_hard_negatives(dataset_dir: Path, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", {"finetune.train_group_size": 4, "mine.false_negative_margin": 1.0,
+                                                     "mine.max_share_without_hard": 0.0})
+    prepared, embeddings, mined = tmp_path / "prepared", tmp_path / "embeddings", tmp_path / "mined"
+    assert run_module("zh_retrieval.prepare", dataset_dir, prepared, "--params", params).returncode == 0
+    assert run_module("zh_retrieval.embed", TINY_MODEL, dataset_dir, embeddings, "--params", params).returncode == 0
+    result = run_module("zh_retrieval.mine", TINY_MODEL, embeddings, dataset_dir, prepared / "train_queries.jsonl",
+                        mined, "--params", params, "--stats", tmp_path / "mine.json")
+    assert result.returncode == 2, result.stderr
+    assert f"{params}: 3 of 3 training queries (100%) got no hard negative" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not mined.exists() and not (tmp_path / "mine.json").exists()

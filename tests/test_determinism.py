@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, TINY_MODEL, write_lines
+from conftest import ROOT, TINY_MODEL, write_lines, write_params
 
 HASH_SEEDS = ("1", "2")
 
@@ -63,13 +63,8 @@ def test_hybrid_outputs_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
 
 
 def test_finetune_is_byte_reproducible(tmp_path: Path) -> None:
-    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
-    for old, new in [("epochs: 1", "epochs: 1"), ("per_device_batch_size: 8", "per_device_batch_size: 4"),
-                     ("train_group_size: 8", "train_group_size: 3"), ("passage_max_len: 512", "passage_max_len: 48")]:
-        assert old in text, old
-        text = text.replace(old, new, 1)
-    params = tmp_path / "params.yaml"
-    params.write_text(text, encoding="utf-8")
+    params = write_params(tmp_path / "params.yaml", {"finetune.epochs": 1, "finetune.per_device_batch_size": 4,
+                                                     "finetune.train_group_size": 3, "embedding.passage_max_len": 48})
     corpus = [json.loads(line)["text"] for line in (ROOT / "data/sample/corpus.jsonl").open(encoding="utf-8")][:40]
     train = write_lines(tmp_path / "train.jsonl", [
         {"query": doc[:12], "pos": [doc], "neg": [corpus[(i + 1) % len(corpus)], corpus[(i + 7) % len(corpus)]]}

@@ -9,25 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, ROOT, TINY_MODEL, write_lines
+from conftest import CORPUS, TINY_MODEL, write_lines, write_params
 
 from zh_retrieval.encode import encode, load_embedder
 from zh_retrieval.files import check_model_dir
 
 
 def small_params(tmp_path: Path, gradient_checkpointing: bool = False) -> Path:
-    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
-    checkpointing = "true" if gradient_checkpointing else "false"
-    for old, new in [("gradient_checkpointing: false", f"gradient_checkpointing: {checkpointing}"),
-                     ("nproc_per_node: auto", "nproc_per_node: 2"), ("epochs: 1", "epochs: 1"),
-                     ("per_device_batch_size: 8", "per_device_batch_size: 2"),
-                     ("train_group_size: 8", "train_group_size: 2"), ("passage_max_len: 512", "passage_max_len: 64"),
-                     ("logging_steps: 10", "logging_steps: 1")]:
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "params.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_params(tmp_path / "params.yaml", {
+        "finetune.gradient_checkpointing": gradient_checkpointing, "finetune.nproc_per_node": 2,
+        "finetune.epochs": 1, "finetune.per_device_batch_size": 2, "finetune.train_group_size": 2,
+        "embedding.passage_max_len": 64, "finetune.logging_steps": 1})
 
 
 @pytest.mark.parametrize("gradient_checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])

@@ -98,3 +98,43 @@ def test_offline_mode_is_named_instead_of_tried(tmp_path: Path) -> None:
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2
     assert "TRANSFORMERS_OFFLINE" in result.stderr and "unset" in result.stderr
+
+
+def parquet_bytes(rows: list[dict]) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    return buffer.getvalue()
+
+
+def test_t2retrieval_becomes_an_mldr_layout_test_set(tmp_path: Path) -> None:
+    from zh_retrieval.fetch import T2RETRIEVAL
+    from zh_retrieval.mldr import load_corpus, load_queries
+
+    corpus_repo, qrels_repo = T2RETRIEVAL
+    passages = [{"id": f"p{i}", "text": f"第{i}段文字"} for i in range(4)]
+    with HubStandIn() as hub:
+        hub.add("dataset", corpus_repo.repo_id, corpus_repo.revision, {
+            "data/corpus-00000-of-00001.parquet": parquet_bytes(passages),
+            "data/queries-00000-of-00001.parquet": parquet_bytes([{"id": "q1", "text": "问题一"},
+                                                                  {"id": "q2", "text": "问题二"}]),
+        })
+        hub.add("dataset", qrels_repo.repo_id, qrels_repo.revision, {
+            "data/dev-00000-of-00001.parquet": parquet_bytes([
+                {"qid": "q1", "pid": "p1", "score": 2}, {"qid": "q1", "pid": "p3", "score": 1},
+                {"qid": "q2", "pid": "p0", "score": 0}]),  # not relevant: q2 has no positive and is left out
+        })
+        target = tmp_path / "t2"
+        result = run_fetch(hub.endpoint, "t2retrieval", target, home=tmp_path / "hf")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["REVISION", "corpus.jsonl", "test.jsonl"]
+    corpus = load_corpus(target)
+    assert corpus == {p["id"]: p["text"] for p in passages}
+    [query] = load_queries(target, "test", corpus)
+    assert (query.query_id, query.text, query.positive_ids) == ("q1", "问题一", ("p1", "p3"))
+    assert (target / "REVISION").read_text().splitlines() == [f"{corpus_repo.repo_id}@{corpus_repo.revision}",
+                                                              f"{qrels_repo.repo_id}@{qrels_repo.revision}"]

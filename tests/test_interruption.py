@@ -11,22 +11,17 @@ import time
 from pathlib import Path
 
 import torch
-from conftest import CORPUS, ROOT, TINY_MODEL, write_lines
+from conftest import CORPUS, TINY_MODEL, write_lines, write_params
 from safetensors.torch import load_file
 
 from zh_retrieval.files import check_model_dir
 
 
 def params_file(tmp_path: Path, checkpoint_steps: str) -> Path:
-    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
-    for old, new in [("epochs: 1", "epochs: 2"), ("per_device_batch_size: 8", "per_device_batch_size: 2"),
-                     ("train_group_size: 8", "train_group_size: 2"), ("passage_max_len: 512", "passage_max_len: 32"),
-                     ("checkpoint_steps: null", f"checkpoint_steps: {checkpoint_steps}")]:
-        assert old in text, old
-        text = text.replace(old, new, 1)
-    path = tmp_path / f"params-{checkpoint_steps}.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_params(tmp_path / f"params-{checkpoint_steps}.yaml", {
+        "finetune.epochs": 2, "finetune.per_device_batch_size": 2, "finetune.train_group_size": 2,
+        "embedding.passage_max_len": 32, "finetune.checkpoint_steps": None if checkpoint_steps == "null"
+        else int(checkpoint_steps)})
 
 
 def train_file(tmp_path: Path) -> Path:

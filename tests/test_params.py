@@ -52,6 +52,13 @@ def test_lr_as_dvc_writes_it_is_a_number(tmp_path: Path) -> None:
         ("hard_ratio: 0.7", "hard_ratio: 1.5", "`mine.hard_ratio` is 1.5; expected a number >= 0.0 and <= 1.0"),
         ("hard_rank_max: 20", "hard_rank_max: 1", "`mine.hard_rank_max` is 1; expected an integer >= 2"),
         ("k: [1, 5, 10, 100]", "k: [0]", "`evaluate.k` is [0]"),
+        ("positive: bm25_passage", "positive: middle", "`mine.positive` is 'middle'; expected one of best_passage"),
+        ("guard: best_passage", "guard: first_passage", "`mine.guard` is 'first_passage'; expected one of"),
+        ("dataset_negative_share: 0.0", "dataset_negative_share: 2", "`mine.dataset_negative_share` is 2"),
+        ("maxp: true", "maxp: false", "is a passage, which needs the passage embeddings embed makes with "
+                                       "`long_documents.maxp: true`"),
+        ("dataset_negative_share: 0.0", "use_dataset_negatives: true",
+         "`mine.use_dataset_negatives` was replaced by `mine.dataset_negative_share`"),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, old: str, new: str, message: str) -> None:

@@ -26,3 +26,20 @@ def test_rows_per_seed_then_mean_and_spread() -> None:
            "| 0.200 ± 0.000 |" in lines
     assert "| **off**, mean ± sd | 1 seeds | 0.200 | – | 0.050 | 0.300 | – | – | 0.200 |" in lines
     assert "| **hard_ratio 0 (random only)**, mean ± sd | 0 seeds | – | – | – | – | – | – | – |" in lines
+
+
+def test_merge_sweep_rows_follow_the_weights_and_feed_the_plot(tmp_path) -> None:
+    import csv
+
+    import merge_sweep
+
+    found = {"merge-w05": {"merged": {"ndcg_at_10": 0.3, "maxp": {"ndcg_at_10": 0.35}},
+                           "general_merged": {"ndcg_at_10": 0.4}},
+             "merge-w0": {"merged": {"ndcg_at_10": 0.2}, "general_merged": {"ndcg_at_10": 0.45}}}
+    rows = merge_sweep.sweep_rows(found)
+    assert rows == [[0.0, 0.2, None, 0.45], [0.5, 0.3, 0.35, 0.4]]
+    assert "| 0.5 | 0.3000 | 0.3500 | 0.4000 |" in merge_sweep.table(rows).splitlines()
+    merge_sweep.write_csv(rows, tmp_path / "sweep.csv")
+    with (tmp_path / "sweep.csv").open() as f:
+        assert next(csv.reader(f)) == ["finetuned_weight", "domain_ndcg_at_10", "domain_maxp_ndcg_at_10",
+                                       "general_ndcg_at_10"]

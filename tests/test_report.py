@@ -5,7 +5,7 @@ from pathlib import Path
 
 from conftest import TINY_MODEL
 
-from zh_retrieval.report import at_k_rows, evidence_table, render_report, results_table, revision
+from zh_retrieval.report import at_k_rows, evidence_table, forgetting_table, render_report, results_table, revision
 
 METRICS = {
     "base": {"recall_at_10": 0.1, "ndcg_at_10": 0.05, "mrr_at_10": 0.04, "recall_at_100": 0.4, "recall_at_1": 0.0,
@@ -68,8 +68,10 @@ def test_readme_shows_the_committed_report() -> None:
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text(encoding="utf-8")
     block = readme.split("<!-- report -->\n", 1)[1].split("<!-- /report -->", 1)[0]
-    report = (root / "metrics" / "report.md").read_text(encoding="utf-8")
-    assert block.strip() == report.removeprefix("# Results\n").strip()
+    report = (root / "metrics" / "report.md").read_text(encoding="utf-8").removeprefix("# Results\n")
+    shown, left_out = report.split("\nBy where each test query's evidence starts", 1)
+    assert block.strip() == shown.strip(), "run scripts/update_readme_results.py"
+    assert "evidence in |" in left_out and "evidence in |" not in block, "the evidence split stays in the report"
 
 
 def test_evidence_table_splits_every_system_including_maxp() -> None:
@@ -86,3 +88,19 @@ def test_evidence_table_splits_every_system_including_maxp() -> None:
     assert "| fine-tuned, MaxP | 0.4000 | 0.3000 | 0.4000 | 0.3000 |" in lines
     assert "| BM25 | 0.5000 | 0.1000 | 0.5000 | 0.1000 |" in lines
     assert evidence_table(METRICS, 512) == [], "no split without evidence positions (MLDR itself)"
+
+
+def test_forgetting_table_compares_domain_with_general_and_warns_on_a_regression() -> None:
+    metrics = {**METRICS, "merged": {**METRICS["finetuned"], "ndcg_at_10": 0.15},
+               "general_base": {"ndcg_at_10": 0.40}, "general_finetuned": {"ndcg_at_10": 0.37},
+               "general_merged": {"ndcg_at_10": 0.39}}
+    params = {"general": {"dataset": "data/general", "max_ndcg_drop": 0.02}, "merge": {"finetuned_weight": 0.5}}
+    lines = forgetting_table(metrics, params)
+    assert "| base model | 0.0500 | 0.4000 | – |" in lines
+    assert "| fine-tuned | 0.2000 | 0.3700 | -0.0300 |" in lines
+    assert "| merged with the base (LM-Cocktail) | 0.1500 | 0.3900 | -0.0100 |" in lines
+    assert any(line.startswith("**Warning: fine-tuning lowered general nDCG@10 by 0.0300") and "0.3900" in line
+               for line in lines)
+    tolerant = forgetting_table(metrics, {**params, "general": {"dataset": "d", "max_ndcg_drop": 0.05}})
+    assert not any("Warning" in line for line in tolerant)
+    assert forgetting_table(METRICS, params) == [], "no general metrics, no table"

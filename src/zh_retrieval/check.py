@@ -6,8 +6,8 @@ DVC deletes a stage's outputs just before running its command, so a stage that o
 `lr: abc` (or a `dataset` directory that is not there) has already lost the previous results.
 Every other stage depends on this one's output, so DVC runs it first: on a bad value it stops
 here with one line naming the key, and nothing downstream is touched. It reads every section the
-way the stages will, and checks that `dataset` has the files an MLDR-layout directory needs and
-that `base_model` is a saved model; a dataset's *contents* are checked by prepare (and, before a
+way the stages will, and checks that `dataset` has the files an MLDR-layout directory needs (and
+`general.dataset` its corpus and test split), and that `base_model` is a saved model; a dataset's *contents* are checked by prepare (and, before a
 run, by `python -m zh_retrieval.prepare --check DIR`).
 
 The output is the same few bytes whenever the params are valid, so a change of params re-runs
@@ -29,9 +29,11 @@ from zh_retrieval.params import (
     encode_params,
     evaluate_params,
     finetune_params,
+    general_params,
     hybrid_params,
     load_params,
     long_document_params,
+    merge_params,
     mine_params,
     prepare_params,
 )
@@ -44,8 +46,9 @@ CHECKED = "params valid\n"  # the stage's whole output: constant, so it never re
 def check_params(params_file: Path) -> None:
     """Raise InputError, naming the file and key, on the first bad value or missing input."""
     for section in (embedding_params, long_document_params, mine_params, finetune_params, encode_params,
-                    evaluate_params, bm25_params, hybrid_params):
+                    evaluate_params, bm25_params, hybrid_params, merge_params):
         section(params_file)
+    general_dataset = Path(general_params(params_file).dataset)
     eval_split = prepare_params(params_file).eval_split
     params = load_params(params_file)
     for key in ("dataset", "base_model"):
@@ -53,7 +56,8 @@ def check_params(params_file: Path) -> None:
             raise InputError(params_file, f"`{key}` is {params.get(key)!r}; expected a directory path")
     splits = ("corpus", "train", eval_split)
     checks = {"dataset": lambda: [dataset_file(Path(params["dataset"]), name) for name in splits],
-              "base_model": lambda: check_model_dir(Path(params["base_model"]))}
+              "base_model": lambda: check_model_dir(Path(params["base_model"])),
+              "general.dataset": lambda: [dataset_file(general_dataset, name) for name in ("corpus", "test")]}
     for key, check in checks.items():
         try:
             check()

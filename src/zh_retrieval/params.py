@@ -17,6 +17,8 @@ from ruamel.yaml.error import YAMLError
 from zh_retrieval.errors import InputError
 
 POOLING_METHODS = ("cls", "mean")
+PASSAGE_CHOICES = ("best_passage", "first_passage")
+POSITIVE_CHOICES = ("best_passage", "bm25_passage", "first_passage")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -52,7 +54,17 @@ class MineParams:
     hard_rank_max: int
     random_rank_min: int  # random negatives come from beyond this rank (if the corpus is larger)
     false_negative_margin: float | None  # skip candidates scoring above (1 - margin) x the positive's; None: off
-    use_dataset_negatives: bool
+    positive: str  # the positive document's passage the base model ("best_passage") or BM25 ("bm25_passage")
+    #                scores highest, or "first_passage" (the truncated document)
+    guard: str  # "best_passage": candidates ranked and guarded by their best passage, window over survivors;
+    #             "document": by the truncated document, window over fixed ranks (the recipe before passages)
+    negative_text: str  # "best_passage" or "document": the text a mined or dataset negative contributes
+    dataset_negative_share: float  # share of the negatives taken from the dataset's own, sampled with the seed
+    max_share_without_hard: float  # stop when more than this share of queries end up with no hard negative
+
+    @property
+    def needs_passages(self) -> bool:
+        return self.positive != "first_passage" or "best_passage" in (self.guard, self.negative_text)
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,20 @@ class BM25Params:
     tokenizer: str  # "jieba" (words) or "bigram" (character bigrams)
     k1: float
     b: float
+
+
+@dataclass(frozen=True)
+class MergeParams:
+    finetuned_weight: float  # merged = w x fine-tuned + (1 - w) x base (LM-Cocktail)
+    seed: int
+
+
+@dataclass(frozen=True)
+class GeneralParams:
+    """The forgetting check: a general-domain set every model is also evaluated on."""
+
+    dataset: str  # a directory in MLDR's layout with corpus.jsonl and test.jsonl
+    max_ndcg_drop: float  # the report warns when fine-tuning lowers general nDCG@10 by more than this
 
 
 @dataclass(frozen=True)
@@ -195,7 +221,10 @@ def mine_params(path: Path) -> MineParams:
     negatives = group_size - 1 if explicit is None else r.integer("mine.negatives_per_query", minimum=1)
     hard_rank_min = r.integer("mine.hard_rank_min", minimum=1)
     hard_rank_max = r.integer("mine.hard_rank_max", minimum=hard_rank_min)
-    return MineParams(
+    if "use_dataset_negatives" in (r.value("mine") or {}):
+        raise InputError(path, "`mine.use_dataset_negatives` was replaced by `mine.dataset_negative_share`",
+                         fix="e.g. dataset_negative_share: 0.25 (a share of the slots, sampled), or 0 for none")
+    params = MineParams(
         seed=r.integer("seed"),
         negatives_per_query=negatives,
         hard_ratio=r.number("mine.hard_ratio", maximum=1.0),
@@ -204,8 +233,17 @@ def mine_params(path: Path) -> MineParams:
         random_rank_min=r.integer("mine.random_rank_min", minimum=hard_rank_max),
         false_negative_margin=(None if r.value("mine.false_negative_margin") is None
                                else r.number("mine.false_negative_margin", maximum=1.0)),
-        use_dataset_negatives=r.boolean("mine.use_dataset_negatives"),
+        positive=r.string("mine.positive", POSITIVE_CHOICES),
+        guard=r.string("mine.guard", PASSAGE_CHOICES[:1] + ("document",)),
+        negative_text=r.string("mine.negative_text", PASSAGE_CHOICES[:1] + ("document",)),
+        dataset_negative_share=r.number("mine.dataset_negative_share", maximum=1.0),
+        max_share_without_hard=r.number("mine.max_share_without_hard", maximum=1.0),
     )
+    if params.needs_passages and not r.boolean("long_documents.maxp"):
+        raise InputError(path, "`mine.positive`, `mine.guard` or `mine.negative_text` is a passage, which needs "
+                         "the passage embeddings embed makes with `long_documents.maxp: true`",
+                         fix="set long_documents.maxp: true, or every mine.* passage choice to first_passage/document")
+    return params
 
 
 def finetune_params(path: Path) -> FinetuneParams:
@@ -279,3 +317,14 @@ def hybrid_params(path: Path) -> HybridParams:
         rrf_k=r.integer("hybrid.rrf_k", minimum=0),
         dense_weight=r.number("hybrid.dense_weight", maximum=1.0),
     )
+
+
+def merge_params(path: Path) -> MergeParams:
+    r = _Reader(path, load_params(path))
+    return MergeParams(finetuned_weight=r.number("merge.finetuned_weight", maximum=1.0), seed=r.integer("seed"))
+
+
+def general_params(path: Path) -> GeneralParams:
+    r = _Reader(path, load_params(path))
+    return GeneralParams(dataset=r.string("general.dataset"),
+                         max_ndcg_drop=r.number("general.max_ndcg_drop", maximum=1.0))

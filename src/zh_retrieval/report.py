@@ -28,15 +28,19 @@ logger = logging.getLogger(__name__)
 ROWS = [  # (metrics file stem, label)
     ("base", "base model"),
     ("finetuned", "fine-tuned"),
+    ("merged", "merged with the base (LM-Cocktail)"),
     ("bm25", "BM25"),
     ("hybrid_rrf", "hybrid (RRF, BM25 + fine-tuned)"),
     ("hybrid_weighted", "hybrid (weighted, BM25 + fine-tuned)"),
 ]
 
 
+GENERAL_ROWS = [(f"general_{stem}", stem, label) for stem, label in ROWS[:3]]  # (general stem, domain stem, label)
+
+
 def load_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:
     found = {}
-    for stem, _ in ROWS:
+    for stem in [s for s, _ in ROWS] + [g for g, _, _ in GENERAL_ROWS]:
         path = metrics_dir / f"{stem}.json"
         if path.is_file():
             found[stem] = json.loads(path.read_text(encoding="utf-8"))
@@ -101,6 +105,33 @@ def evidence_table(metrics: dict[str, dict[str, Any]], passage_max_len: Any) -> 
             "what truncation keeps) or later (query counts in brackets):", "", *lines]
 
 
+def forgetting_table(metrics: dict[str, dict[str, Any]], params: dict[str, Any]) -> list[str]:
+    """Domain against general nDCG@10 for base, fine-tuned and merged, and a warning on a general regression."""
+    if "general_base" not in metrics:
+        return []
+    general = params.get("general", {})
+    k = columns(metrics["base"])[1].rsplit("_", 1)[1]
+    name = f"ndcg_at_{k}"
+    base_general = metrics["general_base"][name]
+    lines = ["", f"Domain against general (`{general.get('dataset')}`, the forgetting check), nDCG@{k}; merged at "
+             f"`merge.finetuned_weight: {params.get('merge', {}).get('finetuned_weight')}`:", "",
+             f"| | domain nDCG@{k} | general nDCG@{k} | general change |", "|---|---|---|---|"]
+    for general_stem, stem, label in GENERAL_ROWS:
+        if general_stem in metrics and stem in metrics:
+            value = metrics[general_stem][name]
+            change = "–" if stem == "base" else f"{value - base_general:+.4f}"
+            lines.append(f"| {label} | {metrics[stem][name]:.4f} | {value:.4f} | {change} |")
+    limit = general.get("max_ndcg_drop")
+    if "general_finetuned" in metrics and isinstance(limit, float | int):
+        drop = base_general - metrics["general_finetuned"][name]
+        if drop > limit:
+            merged = metrics.get("general_merged", {}).get(name)
+            keeps = f"; the merged model scores {merged:.4f} there" if merged is not None else ""
+            lines += ["", f"**Warning: fine-tuning lowered general nDCG@{k} by {drop:.4f}, more than "
+                      f"`general.max_ndcg_drop` ({limit}){keeps}.**"]
+    return lines
+
+
 def precision_line(metrics: dict[str, dict[str, Any]], params: dict[str, Any]) -> str:
     """Which precision each model's corpus and queries were encoded in, and training's."""
     encoded = ", ".join(f"{stem} corpus {metrics[stem].get('corpus_precision', '?')} / queries "
@@ -123,13 +154,16 @@ def render_report(metrics: dict[str, dict[str, Any]], params: dict[str, Any], ch
         f"train_group_size {finetune.get('train_group_size')}, temperature {finetune.get('temperature')}, "
         f"pooling {embedding.get('pooling')}, passage_max_len {embedding.get('passage_max_len')}, "
         f"hard_ratio {mine.get('hard_ratio')}, seed {params.get('seed')}",
+        f"- mining: positive {mine.get('positive')}, guard {mine.get('guard')} (margin "
+        f"{mine.get('false_negative_margin')}), negative text {mine.get('negative_text')}",
         f"- query instruction: `{base.get('query_instruction', '')}`",
         precision_line(metrics, params),
         f"- nDCG@10 per query, fine-tuned vs base: {changes['improved']} improved, {changes['unchanged']} unchanged, "
         f"{changes['degraded']} degraded",
     ]
     evidence = evidence_table(metrics, embedding.get("passage_max_len"))
-    return "\n".join(["# Results", "", *results_table(metrics), "", *setting, *evidence, ""])
+    forgetting = forgetting_table(metrics, params)
+    return "\n".join(["# Results", "", *results_table(metrics), "", *setting, *forgetting, *evidence, ""])
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
