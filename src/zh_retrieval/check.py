@@ -7,8 +7,9 @@ DVC deletes a stage's outputs just before running its command, so a stage that o
 Every other stage depends on this one's output, so DVC runs it first: on a bad value it stops
 here with one line naming the key, and nothing downstream is touched. It reads every section the
 way the stages will, and checks that `dataset` has the files an MLDR-layout directory needs (and
-`general.dataset` its corpus and test split), and that `base_model` is a saved model; a dataset's *contents* are checked by prepare (and, before a
-run, by `python -m zh_retrieval.prepare --check DIR`).
+`general.dataset` its corpus and test split), and that `base_model` is a saved model; a
+dataset's *contents* are checked by prepare (and, before a run, by
+`python -m zh_retrieval.prepare --check DIR`).
 
 The output is the same few bytes whenever the params are valid, so a change of params re-runs
 only this stage and the ones that read the changed keys.
