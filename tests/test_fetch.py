@@ -14,6 +14,7 @@ from hub_stand_in import HubStandIn
 
 from zh_retrieval.fetch import PRESETS
 from zh_retrieval.files import check_model_dir
+from zh_retrieval.package import front_matter, hub_id
 
 COMMIT_MODEL = PRESETS["bge-base-zh-v1.5"].revision
 COMMIT_DATA = PRESETS["mldr-zh"].revision
@@ -32,6 +33,7 @@ def test_model_preset_fetches_the_pinned_revision_and_only_safe_files(tmp_path: 
     files = {p.name: p.read_bytes() for p in TINY_MODEL.iterdir()}
     files["pytorch_model.bin"] = b"a pickle that must not be fetched"
     files["1_Pooling/config.json"] = b'{"pooling_mode_cls_token": true}'
+    files["README.md"] = b"---\nlicense: mit\nlanguage: zh\n---\n# bge-base-zh-v1.5\n"
     with HubStandIn() as hub:
         hub.add("model", "BAAI/bge-base-zh-v1.5", COMMIT_MODEL, files)
         hub.add("model", "BAAI/bge-base-zh-v1.5", "0" * 40, {"config.json": b"{}"})  # another revision
@@ -43,6 +45,8 @@ def test_model_preset_fetches_the_pinned_revision_and_only_safe_files(tmp_path: 
     assert (target / "1_Pooling" / "config.json").is_file()
     assert (target / "model.safetensors").read_bytes() == (TINY_MODEL / "model.safetensors").read_bytes()
     check_model_dir(target)
+    # The hub's card comes along: the fine-tuned model's card takes its license and repository id.
+    assert front_matter(target / "README.md")["license"] == "mit" and hub_id(target) == "BAAI/bge-base-zh-v1.5"
     assert any(f"/api/models/BAAI/bge-base-zh-v1.5/revision/{COMMIT_MODEL}" in r for r in hub.requests)
 
 

@@ -42,8 +42,9 @@ PRESETS = {
         repo_id="BAAI/bge-base-zh-v1.5",
         repo_type="model",
         revision="f03589ceff5aac7111bd60cfc7d497ca17ecac65",
-        # safetensors only: pickled pytorch_model.bin is never loaded
-        patterns=("*.json", "vocab.txt", "model.safetensors", "1_Pooling/*"),
+        # safetensors only: pickled pytorch_model.bin is never loaded. README.md is the hub's model
+        # card: its front matter's license goes into the fine-tuned model's card.
+        patterns=("*.json", "vocab.txt", "model.safetensors", "1_Pooling/*", "README.md"),
     ),
     "mldr-zh": Source(
         repo_id="Shitao/MLDR",
