@@ -20,7 +20,6 @@ and seed.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import re
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lxml import html as lxml_html
+
+from zh_retrieval.files import write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -131,14 +132,12 @@ def build(deb: Path, out_dir: Path, test_queries: int, corpus_size: int, seed: i
     corpus = sorted(rng.sample(pages, min(corpus_size, len(pages))), key=lambda p: p.docid)
     queries = sorted(rng.sample(corpus, min(test_queries, len(corpus))), key=lambda p: p.docid)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "corpus.jsonl").open("w", encoding="utf-8") as f:
-        for page in corpus:
-            f.write(json.dumps({"docid": page.docid, "text": page.text}, ensure_ascii=False) + "\n")
-    with (out_dir / "test.jsonl").open("w", encoding="utf-8") as f:
-        for page in queries:
-            row = {"query_id": f"q-{page.docid}", "query": page.lead,
-                   "positive_passages": [{"docid": page.docid, "text": page.text}], "negative_passages": []}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl(out_dir / "corpus.jsonl", [{"docid": page.docid, "text": page.text} for page in corpus])
+    write_jsonl(out_dir / "test.jsonl", [
+        {"query_id": f"q-{page.docid}", "query": page.lead,
+         "positive_passages": [{"docid": page.docid, "text": page.text}], "negative_passages": []}
+        for page in queries
+    ])
     (out_dir / "LICENSE").write_text(LICENSE_TEXT.format(version=package_version(deb), copyright=copyright_text),
                                      encoding="utf-8")
     counts = {"pages_qualifying": len(pages), "corpus": len(corpus), "test_queries": len(queries)}

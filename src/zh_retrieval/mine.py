@@ -99,6 +99,9 @@ class Passages:
     doc_start: np.ndarray  # passage rows of document row r: doc_start[r] .. doc_start[r + 1] - 1
     texts: Callable[[int], list[str]]  # document row => its passages' texts
 
+    def count(self, row: int) -> int:
+        return int(self.doc_start[row + 1] - self.doc_start[row])
+
     def scores(self, row: int, query_vector: np.ndarray) -> np.ndarray:
         return self.vectors[self.doc_start[row] : self.doc_start[row + 1]] @ query_vector
 
@@ -139,7 +142,8 @@ def mine(
     choice; `chosen_passages` ((query_id, docid) => passage index) when the positive is bm25_passage.
     """
     if params.needs_passages and passages is None:
-        raise ValueError("best_passage mining needs the passage embeddings")
+        raise ValueError(f"mine.positive {params.positive!r}, guard {params.guard!r}, negative_text "
+                         f"{params.negative_text!r} need the passage embeddings")
     n_docs = len(docids)
     row_of = {d: i for i, d in enumerate(docids)}
     by_passage = params.guard == "best_passage"
@@ -182,7 +186,7 @@ def mine(
             if params.negative_text == "document":
                 mined.negative_passages.append(0)
             elif source == "random":
-                mined.negative_passages.append(rng.randrange(len(passages.scores(row, q))))
+                mined.negative_passages.append(rng.randrange(passages.count(row)))
             else:
                 mined.negative_passages.append(text_passage(row, True))
             chosen.add(row)
@@ -316,7 +320,7 @@ def load_passages(model_dir: Path, embeddings_dir: Path, corpus_texts: list[str]
                   long_documents: LongDocumentParams) -> Passages:
     loaded = load_passage_embeddings(embeddings_dir)
     if loaded is None:
-        raise InputError(embeddings_dir, "no passage embeddings (passages.npy), which best_passage mining needs",
+        raise InputError(embeddings_dir, "no passage embeddings (passages.npy), which passage mining needs",
                          fix="set long_documents.maxp: true and re-run the embed stage")
     vectors, passage_doc = loaded
     counts = np.bincount(passage_doc, minlength=len(corpus_texts))
@@ -347,7 +351,7 @@ def bm25_positive_passages(queries: list[TrainQuery], row_of: dict[str, int], pa
         scores = retriever.get_scores(tokens) if tokens else np.zeros(len(texts))
         for docid in query.positive_ids:
             start = first_row[row_of[docid]]
-            chosen[(query.query_id, docid)] = int(np.argmax(scores[start : start + len(passages.texts(row_of[docid]))]))
+            chosen[(query.query_id, docid)] = int(np.argmax(scores[start : start + passages.count(row_of[docid])]))
     return chosen
 
 
