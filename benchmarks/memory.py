@@ -4,7 +4,9 @@
     python benchmarks/memory.py --sizes 2000 200000   # pick the sizes
 
 Each stage runs as DVC runs it (`python -m zh_retrieval.<stage>`) in its own process; its peak
-resident memory (ru_maxrss) is read from the OS. Synthetic documents are random strings of the
+resident memory (ru_maxrss) is read from the OS. `embed` runs twice: as it is, and with
+`embed.release_freed_memory` (the malloc_trim after each chunk of documents) switched off, as
+embed was before it, to show what the trim saves as the corpus grows. Synthetic documents are random strings of the
 sample's characters with the sample's length distribution, so tokenization and truncation cost
 what real text costs. The tiny model keeps this quick; the embeddings of a 768-wide model are 6x
 larger (200,000 x 768 x 4 bytes = 586 MiB).
@@ -49,9 +51,15 @@ def synthetic_dataset(out_dir: Path, documents: int, seed: int = 0) -> Path:
     return out_dir
 
 
+# embed's own main with the trim after each chunk replaced by nothing: embed as it was before the fix.
+EMBED_WITHOUT_TRIM = ("import sys, zh_retrieval.embed as embed; embed.release_freed_memory = lambda: None; "
+                      "sys.argv[0] = 'embed'; embed.main()")
+
+
 def peak_rss_mib(args: list[str]) -> float:
-    """Run `python -m <args>` as a child process and return its peak RSS, as the kernel counted it."""
-    child = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    """Run `python -m <args>` (or `python -c ...`) as a child process; its peak RSS, as the kernel counted it."""
+    command = [sys.executable, *args] if args[0] == "-c" else [sys.executable, "-m", *args]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              env=dict(os.environ, HF_HUB_OFFLINE="1"))
     _, status, usage = os.wait4(child.pid, 0)
     stderr = child.stderr.read().decode(errors="replace")
@@ -63,13 +71,16 @@ def peak_rss_mib(args: list[str]) -> float:
 
 def measure(dataset: Path, work: Path, params: Path) -> dict[str, float]:
     prepared, embeddings = work / "prepared", work / "embeddings"
-    subprocess.run([sys.executable, "-m", "zh_retrieval.prepare", str(dataset), str(prepared), "--params", str(params)],
+    subprocess.run([sys.executable, "-m", "zh_retrieval.prepare", str(dataset), str(prepared), "--params", str(params),
+                    "--tokenizer", str(TINY)],
                    check=True, capture_output=True)
-    embed = peak_rss_mib(["zh_retrieval.embed", str(TINY), str(dataset), str(embeddings), "--params", str(params)])
+    embed_args = [str(TINY), str(dataset), str(embeddings), "--params", str(params)]
+    untrimmed = peak_rss_mib(["-c", EMBED_WITHOUT_TRIM, *embed_args])
+    embed = peak_rss_mib(["zh_retrieval.embed", *embed_args])
     evaluate = peak_rss_mib(["zh_retrieval.evaluate", str(TINY), str(embeddings), str(prepared), str(work / "eval"),
                              str(work / "metrics.json"), "--params", str(params)])
     files = sum(p.stat().st_size for p in embeddings.iterdir()) / 2**20
-    return {"embed": embed, "evaluate": evaluate, "embeddings": files}
+    return {"embed": embed, "untrimmed": untrimmed, "evaluate": evaluate, "embeddings": files}
 
 
 def main() -> None:
@@ -83,14 +94,15 @@ def main() -> None:
         text = (ROOT / "params.yaml").read_text(encoding="utf-8")
         params.write_text(text.replace("maxp: true", f"maxp: {str(args.maxp).lower()}"), encoding="utf-8")
         print(f"peak RSS in MiB (tiny model, maxp {args.maxp}; this script itself {baseline:.0f})")
-        print(f"{'documents':>10} {'embed':>8} {'evaluate':>9} {'embeddings on disk':>19}")
+        print(f"{'documents':>10} {'embed':>8} {'embed without trim':>19} {'evaluate':>9} {'embeddings on disk':>19}")
         rows = [("sample", SAMPLE)] + [(str(n), None) for n in args.sizes]
         for label, dataset in rows:
             work = Path(tmp) / f"work-{label}"
             work.mkdir()
             dataset = dataset or synthetic_dataset(work / "dataset", int(label))
             result = measure(dataset, work, params)
-            print(f"{label:>10} {result['embed']:8.0f} {result['evaluate']:9.0f} {result['embeddings']:19.1f}")
+            print(f"{label:>10} {result['embed']:8.0f} {result['untrimmed']:19.0f} {result['evaluate']:9.0f} "
+                  f"{result['embeddings']:19.1f}")
             shutil.rmtree(work)
 
 

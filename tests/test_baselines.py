@@ -3,26 +3,78 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import bm25s
+import jieba
 import numpy as np
 import pytest
-from conftest import CORPUS, TINY_MODEL
+from conftest import CORPUS, ROOT, TINY_MODEL
 
-from zh_retrieval.bm25 import bigram_tokens, bm25_run, jieba_tokens
+from zh_retrieval import passages as passages_module
+from zh_retrieval.bm25 import TOKENIZERS, WORD, bigram_tokens, bm25_index, bm25_run, count_terms, jieba_tokens
 from zh_retrieval.compare import compare, read_per_query, summary
 from zh_retrieval.embed import embed_corpus, load_corpus_embeddings, load_passage_embeddings
 from zh_retrieval.encode import load_embedder
 from zh_retrieval.hybrid import reciprocal_rank_fusion, top, weighted_fusion
 from zh_retrieval.metrics import score_run
 from zh_retrieval.params import BM25Params, EmbeddingParams, EncodeParams, LongDocumentParams
-from zh_retrieval.passages import split_into_passages
+from zh_retrieval.passages import split_into_passages, split_many
 from zh_retrieval.search import maxp_search, search
 
 
 def test_tokenizers_drop_punctuation_and_split_chinese() -> None:
     assert jieba_tokens("列出目录内容，并排序。") == ["列出", "目录", "内容", "并", "排序"]
     assert bigram_tokens("列出目录, ls -l") == ["列出", "出目", "目录", "ls", "l"]
+
+
+def shipped_texts() -> list[str]:
+    """Every document and query of the two datasets that ship: the text BM25 tokenizes in the demo."""
+    texts = []
+    for dataset in ("sample", "general"):
+        for path in sorted((ROOT / "data" / dataset).glob("*.jsonl")):
+            rows = [json.loads(line) for line in path.open(encoding="utf-8")]
+            texts += [row["text"] if "text" in row else row["query"] for row in rows]
+    return texts
+
+
+def test_jieba_tokens_are_jiebas_own() -> None:
+    """The jieba-rs tokenizer gives exactly the Python jieba's words (the tokens BM25 used before it)."""
+    jieba.setLogLevel(logging.WARNING)
+    texts = shipped_texts() + ["用 C++ 写 user-agent 和 utf-8，版本 3.14，增长 50%，AT&T 与 c# 的 x-www-form"]
+    assert len(texts) > 2000
+    mismatched = [t for t in texts if jieba_tokens(t) != [w for w in jieba.lcut(t.lower()) if WORD.search(w)]]
+    assert not mismatched, mismatched[0][:200]
+
+
+def test_counting_terms_in_a_pool_gives_what_one_process_gives() -> None:
+    texts = shipped_texts()[:600]
+    pooled = count_terms(iter(texts), "jieba", chunk_size=100, workers=2)
+    alone = count_terms(texts, "jieba", chunk_size=len(texts), workers=1)
+    assert pooled.vocabulary == alone.vocabulary
+    for field in ("terms", "counts", "starts", "lengths"):
+        np.testing.assert_array_equal(getattr(pooled, field), getattr(alone, field))
+    words = {i: w for w, i in alone.vocabulary.items()}
+    seventh = slice(alone.starts[7], alone.starts[8])
+    counted = {words[int(t)]: int(c) for t, c in zip(alone.terms[seventh], alone.counts[seventh])}
+    tokens = jieba_tokens(texts[7])
+    assert counted == {t: tokens.count(t) for t in tokens} and alone.lengths[7] == len(tokens)
+
+
+@pytest.mark.parametrize("tokenizer", ["jieba", "bigram"])
+def test_bm25_index_scores_exactly_as_bm25s_own_index(tokenizer: str) -> None:
+    """Our index (term counts, vectorised) gives bm25s.BM25.index's scores to the last bit, for every document."""
+    texts = [json.loads(line)["text"] for line in (ROOT / "data" / "sample" / "corpus.jsonl").open(encoding="utf-8")]
+    texts.append("？！")  # a text without a word: an empty document
+    queries = [json.loads(line)["query"] for line in (ROOT / "data" / "sample" / "test.jsonl").open(encoding="utf-8")]
+    tokenize = TOKENIZERS[tokenizer]
+    params = BM25Params(tokenizer, 1.2, 0.6)
+    ours = bm25_index(texts, params, chunk_size=200, workers=2)
+    theirs = bm25s.BM25(k1=1.2, b=0.6, method="lucene")
+    theirs.index([tokenize(t) for t in texts], show_progress=False)
+    for query in queries[:60]:
+        np.testing.assert_array_equal(ours.get_scores(tokenize(query)), theirs.get_scores(tokenize(query)))
 
 
 @pytest.mark.parametrize("tokenizer", ["jieba", "bigram"])
@@ -83,6 +135,22 @@ def test_maxp_with_one_passage_per_document_is_plain_search() -> None:
     np.testing.assert_allclose(plain_scores, maxp_scores, atol=1e-5)
 
 
+def test_maxp_in_blocks_and_in_fp16_ranks_as_one_fp32_product() -> None:
+    """Blocks of passages (whole documents each) and fp16 storage change no ranking beyond fp16's rounding."""
+    rng = np.random.default_rng(1)
+    passage_doc = np.repeat(np.arange(60), rng.integers(1, 9, size=60))
+    passages = rng.normal(size=(len(passage_doc), 32)).astype(np.float32)
+    passages /= np.linalg.norm(passages, axis=1, keepdims=True)
+    queries = passages[rng.choice(len(passages), 9)] + 0.5 * rng.normal(size=(9, 32)).astype(np.float32)
+    by_hand = np.stack([[(passages[passage_doc == d] @ q).max() for d in range(60)] for q in queries])
+    expected_rows = np.argsort(-by_hand, axis=1, kind="stable")[:, :10]
+    scores, rows = maxp_search(passages, passage_doc, queries, 10, batch_size=4, passage_block=5)
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_allclose(scores, np.take_along_axis(by_hand, expected_rows, axis=1), rtol=1e-5)
+    half_scores, _ = maxp_search(passages.astype(np.float16), passage_doc, queries, 10)
+    assert np.abs(half_scores - scores).max() < 2e-3  # fp16 keeps 11 significant bits: ~5e-4 per component
+
+
 def test_passages_overlap_cover_the_text_and_fit_the_model() -> None:
     tokenizer = load_embedder(TINY_MODEL, "mean").tokenizer
     text = "".join(CORPUS.values()) * 8  # ~400 characters, one token each
@@ -93,6 +161,15 @@ def test_passages_overlap_cover_the_text_and_fit_the_model() -> None:
         assert later[:16] == earlier[-16:], "consecutive passages share `overlap` tokens"
     assert all(len(tokenizer(p)["input_ids"]) <= 66 for p in passages)
     assert split_into_passages(tokenizer, "短文本", max_length=66, overlap=16) == ["短文本"]
+
+
+def test_passages_cut_in_batches_are_those_cut_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokenizer = load_embedder(ROOT / "models" / "zh-mini-embedder", "mean").tokenizer
+    texts = [t for t in shipped_texts() if len(t) > 300][:40]
+    one_by_one = [split_into_passages(tokenizer, t, max_length=128, overlap=16) for t in texts]
+    monkeypatch.setattr(passages_module, "SPLIT_BATCH", 7)
+    assert split_many(tokenizer, texts, max_length=128, overlap=16) == one_by_one
+    assert sum(len(p) for p in one_by_one) > 2 * len(texts)
 
 
 def test_per_query_file_and_comparison(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
     python -m zh_retrieval.embed MODEL_DIR DATASET_DIR OUT_DIR --params params.yaml
 
 Writes OUT_DIR/corpus.npy (float32, one unit vector per document) and OUT_DIR/docids.txt (the
-docid of each row); with `long_documents.maxp`, also passages.npy (one vector per overlapping
-passage) and passage_doc.npy (the document row of each passage); encoding.json records the precision
+docid of each row); with `long_documents.maxp`, also passages.npy (float16, one vector per
+overlapping passage: 2.8 GiB instead of 5.6 for MLDR zh's ~1.9 M passages at 768 dimensions) and
+passage_doc.npy (the document row of each passage); encoding.json records the precision
 the vectors were computed in (`encode.precision: auto` resolves per machine). The base model's corpus
 embeddings feed both hard-negative mining and the base model's evaluation, so changing how
 negatives are mined never re-encodes the corpus. Every visible GPU takes a share of the work.
@@ -14,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import json
 import logging
 import time
@@ -37,13 +41,16 @@ from zh_retrieval.params import (
     encode_params,
     long_document_params,
 )
-from zh_retrieval.passages import split_into_passages
+from zh_retrieval.passages import split_many
 
 logger = logging.getLogger(__name__)
 
 VECTORS = "corpus.npy"
 DOCIDS = "docids.txt"
 PASSAGE_VECTORS = "passages.npy"  # MaxP only
+# fp16 keeps ~3 significant digits per component; bf16-encoded vectors (7-8 bits of mantissa) lose
+# nothing in it. The demo's MaxP metrics moved by <= 0.0xx (docs/speed-and-memory.md).
+PASSAGE_DTYPE = np.float16
 PASSAGE_DOC = "passage_doc.npy"  # document row of each passage
 ENCODING = "encoding.json"  # how the vectors were computed: {"precision": "bf16"}; stages that read them record it
 CHUNK_DOCUMENTS = 8192  # documents held as text at once; sorting by length within a chunk keeps most of the gain
@@ -58,6 +65,28 @@ def _chunks(items: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[
             chunk = []
     if chunk:
         yield chunk
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free pages back to the OS (glibc's malloc_trim); a no-op without glibc.
+
+    Each chunk's texts are freed once it is encoded, but glibc keeps the pages, and the next
+    chunk's allocations, interleaved with what lives on (docids, vectors) and spread over the
+    tokenizer thread's arena, do not fit the holes exactly: the process grew by ~10 KB per
+    document. Trimming after every chunk keeps embed's memory flat (benchmarks/memory.py).
+    """
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def embed_corpus(model_dir: Path, corpus: Iterable[tuple[str, str]], out_dir: Path, embedding: EmbeddingParams,
@@ -103,29 +132,50 @@ def _embed_chunks(corpus: Iterable[tuple[str, str]], out_dir: Path, tokenizer, e
     for chunk in _chunks(corpus, chunk_size):
         desc = f"{out_dir.name}: documents {len(docids):,}+{len(chunk):,}"
         if maxp:
-            pieces = [split_into_passages(tokenizer, text, embedding.passage_max_len, long_documents.overlap)
-                      for _, text in chunk]
-            owners = np.repeat(np.arange(len(docids), len(docids) + len(chunk)), [len(p) for p in pieces])
-            encoded = encode_texts([p for doc in pieces for p in doc], f"{desc} ({len(owners):,} passages)")
-            passage_vectors.append(encoded)
+            document_vectors, passages, owners = _embed_passages(chunk, len(docids), tokenizer, encode_texts,
+                                                                 embedding, long_documents, desc)
+            passage_vectors.append(passages)
             passage_doc.append(owners)
-            vectors.append(encoded[np.flatnonzero(np.diff(owners, prepend=-1))])
+            vectors.append(document_vectors)
         else:
             vectors.append(encode_texts([text for _, text in chunk], desc))
         docids.extend(docid for docid, _ in chunk)
+        del chunk  # before the trim: the chunk's texts are the bulk of what it frees
+        release_freed_memory()
     corpus_vectors = np.concatenate(vectors)
     with atomic_dir(out_dir) as tmp:
         np.save(tmp / VECTORS, corpus_vectors)
         (tmp / DOCIDS).write_text("".join(f"{d}\n" for d in docids), encoding="utf-8")
         write_json(tmp / ENCODING, {"precision": precision})
         if maxp:
-            np.save(tmp / PASSAGE_VECTORS, np.concatenate(passage_vectors))
-            np.save(tmp / PASSAGE_DOC, np.concatenate(passage_doc))
+            save_rows(tmp / PASSAGE_VECTORS, passage_vectors)
+            save_rows(tmp / PASSAGE_DOC, passage_doc)
             logger.info("MaxP: %s documents -> %s passages", f"{len(docids):,}",
                         f"{sum(len(p) for p in passage_doc):,}")
     logger.info("embedded %s documents with %s in %.1fs -> %s", f"{len(docids):,}", what,
                 time.perf_counter() - started, out_dir)
     return corpus_vectors
+
+
+def save_rows(path: Path, parts: list[np.ndarray]) -> None:
+    """`np.save(path, np.concatenate(parts))` without the concatenated copy (2.8 GiB of passages on MLDR)."""
+    rows = sum(len(part) for part in parts)
+    header = {"descr": np.lib.format.dtype_to_descr(parts[0].dtype), "fortran_order": False,
+              "shape": (rows, *parts[0].shape[1:])}
+    with path.open("wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for part in parts:
+            f.write(np.ascontiguousarray(part).data)
+
+
+def _embed_passages(chunk: list[tuple[str, str]], first_row: int, tokenizer, encode_texts,
+                    embedding: EmbeddingParams, long_documents: LongDocumentParams, desc: str
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(document vectors, fp16 passage vectors, document row of each passage) for one chunk."""
+    pieces = split_many(tokenizer, [text for _, text in chunk], embedding.passage_max_len, long_documents.overlap)
+    owners = np.repeat(np.arange(first_row, first_row + len(chunk)), [len(p) for p in pieces])
+    encoded = encode_texts([p for doc in pieces for p in doc], f"{desc} ({len(owners):,} passages)")
+    return encoded[np.flatnonzero(np.diff(owners, prepend=-1))], encoded.astype(PASSAGE_DTYPE), owners
 
 
 def load_passage_embeddings(embeddings_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:

@@ -75,6 +75,21 @@ def evaluate(
     instruction = embedding.query_instruction if params.use_query_instruction else ""
     query_vectors = encode(embedder, with_instruction([queries[q] for q in query_ids], instruction),
                            embedding.query_max_len, encoding.batch_size, desc=f"{tag}: queries")
+    metrics = score_vectors(query_ids, query_vectors, docids, corpus_vectors, passages, qrels, out_dir, params, tag,
+                            groups)
+    # Recorded so a metrics file says how its queries and documents were embedded: `auto`
+    # precision differs between machines, and so do the numbers in their fourth decimal.
+    metrics.update(query_instruction=instruction, query_precision=embedder.precision,
+                   corpus_precision=corpus_precision)
+    logger.info("%s: %d queries, %d documents, %.1fs; ndcg_at_10 %.4f", tag, len(qrels), len(docids),
+                time.perf_counter() - started, metrics.get("ndcg_at_10", float("nan")))
+    return metrics
+
+
+def score_vectors(query_ids: list[str], query_vectors: np.ndarray, docids: list[str], corpus_vectors: np.ndarray,
+                  passages: tuple[np.ndarray, np.ndarray] | None, qrels: dict[str, dict[str, int]], out_dir: Path,
+                  params: EvaluateParams, tag: str, groups: dict[str, str] | None = None) -> dict:
+    """Search with encoded queries (truncated documents, and MaxP with passages) and score the runs."""
     top_k = max(params.k)
     run = as_run(query_ids, docids, *search(corpus_vectors, query_vectors, top_k))
     with atomic_dir(out_dir) as tmp:
@@ -83,12 +98,7 @@ def evaluate(
             (tmp / "maxp").mkdir()
             maxp_run = as_run(query_ids, docids, *maxp_search(*passages, query_vectors, top_k))
             metrics["maxp"] = score_run(qrels, maxp_run, params.k, tmp / "maxp", f"{tag}_maxp", groups)
-    # Recorded so a metrics file says how its queries and documents were embedded: `auto`
-    # precision differs between machines, and so do the numbers in their fourth decimal.
-    metrics.update(num_queries=len(qrels), num_corpus=len(docids), query_instruction=instruction,
-                   query_precision=embedder.precision, corpus_precision=corpus_precision)
-    logger.info("%s: %d queries, %d documents, %.1fs; ndcg_at_10 %.4f", tag, len(qrels), len(docids),
-                time.perf_counter() - started, metrics.get("ndcg_at_10", float("nan")))
+    metrics.update(num_queries=len(qrels), num_corpus=len(docids))
     return metrics
 
 

@@ -51,15 +51,14 @@ import logging
 import random
 import statistics
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import bm25s
 import numpy as np
 from transformers import AutoTokenizer
 
-from zh_retrieval.bm25 import TOKENIZERS
+from zh_retrieval.bm25 import TOKENIZERS, bm25_index
 from zh_retrieval.embed import corpus_precision, load_corpus_embeddings, load_passage_embeddings
 from zh_retrieval.encode import encode, load_embedder, with_instruction
 from zh_retrieval.errors import InputError, run_stage
@@ -77,7 +76,7 @@ from zh_retrieval.params import (
     long_document_params,
     mine_params,
 )
-from zh_retrieval.passages import split_into_passages
+from zh_retrieval.passages import split_many
 from zh_retrieval.search import maxp_search, search
 
 logger = logging.getLogger(__name__)
@@ -98,6 +97,8 @@ class Passages:
     vectors: np.ndarray  # one unit vector per passage
     doc_start: np.ndarray  # passage rows of document row r: doc_start[r] .. doc_start[r + 1] - 1
     texts: Callable[[int], list[str]]  # document row => its passages' texts
+    # Cut these documents' passages ahead, in batches (faster than one by one); texts() then finds them.
+    prefetch: Callable[[Iterable[int]], None] = lambda rows: None
 
     def count(self, row: int) -> int:
         return int(self.doc_start[row + 1] - self.doc_start[row])
@@ -299,21 +300,30 @@ def check_hard_coverage(mined: list[Mined], params: MineParams, params_file: Pat
 
 
 def passage_texts(tokenizer, corpus_texts: list[str], long_documents: LongDocumentParams, passage_max_len: int,
-                  passage_counts: np.ndarray, embeddings_dir: Path) -> Callable[[int], list[str]]:
-    """Document row => its passages, cut as embed cut them (same tokenizer, length and overlap), on demand."""
+                  passage_counts: np.ndarray, embeddings_dir: Path
+                  ) -> tuple[Callable[[int], list[str]], Callable[[Iterable[int]], None]]:
+    """(document row => its passages, cut as embed cut them: same tokenizer, length and overlap; prefetch).
+
+    Passages are cut on demand and kept; `prefetch(rows)` cuts many documents in batches first.
+    """
     cache: dict[int, list[str]] = {}
 
-    def texts(row: int) -> list[str]:
-        if row not in cache:
-            cut = split_into_passages(tokenizer, corpus_texts[row], passage_max_len, long_documents.overlap)
+    def prefetch(rows: Iterable[int]) -> None:
+        missing = sorted(set(rows) - cache.keys())
+        cuts = split_many(tokenizer, [corpus_texts[row] for row in missing], passage_max_len, long_documents.overlap)
+        for row, cut in zip(missing, cuts):
             if len(cut) != passage_counts[row]:
                 raise InputError(embeddings_dir, f"document row {row} has {passage_counts[row]} passage embeddings "
                                  f"but splits into {len(cut)} passages with these params",
                                  fix="re-run the embed stage with the same model and long_documents params")
             cache[row] = cut
+
+    def texts(row: int) -> list[str]:
+        if row not in cache:
+            prefetch([row])
         return cache[row]
 
-    return texts
+    return texts, prefetch
 
 
 def load_passages(model_dir: Path, embeddings_dir: Path, corpus_texts: list[str], embedding: EmbeddingParams,
@@ -326,8 +336,8 @@ def load_passages(model_dir: Path, embeddings_dir: Path, corpus_texts: list[str]
     counts = np.bincount(passage_doc, minlength=len(corpus_texts))
     doc_start = np.concatenate([[0], np.cumsum(counts)])
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return Passages(vectors, doc_start, passage_texts(tokenizer, corpus_texts, long_documents,
-                                                     embedding.passage_max_len, counts, embeddings_dir))
+    return Passages(vectors, doc_start, *passage_texts(tokenizer, corpus_texts, long_documents,
+                                                      embedding.passage_max_len, counts, embeddings_dir))
 
 
 def bm25_positive_passages(queries: list[TrainQuery], row_of: dict[str, int], passages: Passages,
@@ -340,11 +350,12 @@ def bm25_positive_passages(queries: list[TrainQuery], row_of: dict[str, int], pa
     tokenize = TOKENIZERS[params.tokenizer]
     first_row: dict[int, int] = {}
     texts: list[str] = []
-    for row in sorted({row_of[d] for q in queries for d in q.positive_ids}):
+    positive_rows = sorted({row_of[d] for q in queries for d in q.positive_ids})
+    passages.prefetch(positive_rows)
+    for row in positive_rows:
         first_row[row] = len(texts)
         texts += passages.texts(row)
-    retriever = bm25s.BM25(k1=params.k1, b=params.b, method="lucene")
-    retriever.index([tokenize(t) or [""] for t in texts], show_progress=False)
+    retriever = bm25_index(texts, params)
     chosen = {}
     for query in queries:
         tokens = tokenize(query.query)
@@ -363,6 +374,9 @@ def training_rows(mined: list[Mined], corpus: dict[str, str], passages: Passages
         # Passage 0 of a document is written as the whole document: the trainer truncates it to the same text.
         return corpus[docid] if index == 0 else passages.texts(row_of[docid])[index]
 
+    if passages is not None:
+        passages.prefetch(row_of[d] for m in mined
+                          for d, i in [*m.positives, *zip((d for d, _ in m.negatives), m.negative_passages)] if i > 0)
     return [
         {
             "query_id": m.query.query_id,
@@ -381,16 +395,28 @@ def run_mining(model_dir: Path, embeddings_dir: Path, corpus: dict[str, str], qu
                out_dir: Path, embedding: EmbeddingParams, encoding: EncodeParams, params: MineParams,
                long_documents: LongDocumentParams | None = None, params_file: Path = Path("params.yaml"),
                bm25: BM25Params | None = None) -> dict[str, float | int | str]:
+    embedder = load_embedder(model_dir, embedding.pooling, encoding.precision)
+    query_vectors = encode(embedder, with_instruction([q.query for q in queries], embedding.query_instruction),
+                           embedding.query_max_len, encoding.batch_size, desc="mine: queries")
+    stats = mine_with_vectors(model_dir, embeddings_dir, corpus, queries, query_vectors, out_dir, embedding, params,
+                              long_documents, params_file, bm25)
+    stats = {**stats, "query_precision": embedder.precision, "corpus_precision": corpus_precision(embeddings_dir)}
+    logger.info("mined %s: %s", out_dir, ", ".join(f"{k} {v}" for k, v in stats.items()))
+    return stats
+
+
+def mine_with_vectors(tokenizer_dir: Path, embeddings_dir: Path, corpus: dict[str, str], queries: list[TrainQuery],
+                      query_vectors: np.ndarray, out_dir: Path, embedding: EmbeddingParams, params: MineParams,
+                      long_documents: LongDocumentParams | None = None, params_file: Path = Path("params.yaml"),
+                      bm25: BM25Params | None = None) -> dict[str, float | int | None | dict[str, int]]:
+    """Everything of mining after the queries are encoded: positives, negatives, train.jsonl, the stats."""
     docids, corpus_vectors = load_corpus_embeddings(embeddings_dir)
     if set(docids) != set(corpus):
         raise InputError(embeddings_dir, "the embeddings are of another corpus than the dataset's",
                          fix="re-run the embed stage")
     texts = [corpus[d] for d in docids]
-    passages = (load_passages(model_dir, embeddings_dir, texts, embedding, long_documents)
+    passages = (load_passages(tokenizer_dir, embeddings_dir, texts, embedding, long_documents)
                 if params.needs_passages else None)
-    embedder = load_embedder(model_dir, embedding.pooling, encoding.precision)
-    query_vectors = encode(embedder, with_instruction([q.query for q in queries], embedding.query_instruction),
-                           embedding.query_max_len, encoding.batch_size, desc="mine: queries")
     row_of = {d: i for i, d in enumerate(docids)}
     chosen = (bm25_positive_passages(queries, row_of, passages, bm25 or BM25Params("jieba", 1.5, 0.75))
               if params.positive == "bm25_passage" else None)
@@ -399,10 +425,7 @@ def run_mining(model_dir: Path, embeddings_dir: Path, corpus: dict[str, str], qu
     rows = training_rows(mined, corpus, passages, row_of)
     with atomic_dir(out_dir) as tmp:
         write_jsonl(tmp / "train.jsonl", rows)
-    stats = {**mining_stats(mined), "query_precision": embedder.precision,
-             "corpus_precision": corpus_precision(embeddings_dir)}
-    logger.info("mined %s: %s", out_dir, ", ".join(f"{k} {v}" for k, v in stats.items()))
-    return stats
+    return mining_stats(mined)
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ passage, the one truncation keeps), so the two agree on where a passage ends.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from transformers import PreTrainedTokenizerBase
 
 
@@ -21,6 +23,9 @@ def first_passage_end(tokenizer: PreTrainedTokenizerBase, text: str, max_length:
     return len(text) if len(offsets) <= window else offsets[window - 1][1]
 
 
+SPLIT_BATCH = 256  # texts per tokenizer call: it runs a batch on every core; offsets of 8,192 long texts take GBs
+
+
 def split_into_passages(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int, overlap: int) -> list[str]:
     """Cut a text into overlapping pieces that each fit the model at `max_length` tokens (specials included).
 
@@ -28,10 +33,29 @@ def split_into_passages(tokenizer: PreTrainedTokenizerBase, text: str, max_lengt
     plain text that any later step encodes like a document; the first passage is what truncation
     would have kept.
     """
+    return split_many(tokenizer, [text], max_length, overlap)[0]
+
+
+def split_many(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, overlap: int
+               ) -> list[list[str]]:
+    """`split_into_passages` of each text, tokenized in batches: ~2x faster on 2 cores, more on more.
+
+    MLDR zh's 200,000 documents of ~4,250 characters take ~10 ms each one by one (what embed
+    and mine used to do); the fast tokenizer spreads a batch over every core.
+    """
     window = max_length - tokenizer.num_special_tokens_to_add(pair=False)
     if window <= overlap:
         raise ValueError(f"overlap {overlap} must be smaller than the {window}-token window")
-    offsets = _token_offsets(tokenizer, text)
+    passages: list[list[str]] = []
+    for start in range(0, len(texts), SPLIT_BATCH):
+        batch = list(texts[start : start + SPLIT_BATCH])
+        offsets = tokenizer(batch, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+                            verbose=False)["offset_mapping"]
+        passages.extend(_cut(text, text_offsets, window, overlap) for text, text_offsets in zip(batch, offsets))
+    return passages
+
+
+def _cut(text: str, offsets: list[tuple[int, int]], window: int, overlap: int) -> list[str]:
     if len(offsets) <= window:
         return [text]
     passages = []
