@@ -18,6 +18,9 @@ GPU job; benchmarks/gpu_encode.py). Each stage runs in its own process, as DVC r
     evaluate_bm25    python -m zh_retrieval.bm25: jieba over the whole corpus, index, 800 queries
     mine             mine.mine_with_vectors: BM25 passage positives, exact MaxP search of 10,000
                      queries over every passage, guard, train.jsonl
+    mine's search with guard: document
+                     search.search (faiss, exact): the 10,000 queries over the document vectors,
+                     1,000 deep, which `mine.guard: document` searches instead of the passages
     evaluate         evaluate.score_vectors, 800 queries, truncated and MaxP (base, then fine-tuned)
     evaluate_hybrid  python -m zh_retrieval.hybrid
     report           python -m zh_retrieval.report
@@ -190,6 +193,18 @@ def stage_mine(work: Path) -> None:
     (work / "metrics" / "mine.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
 
 
+def stage_document_search(work: Path) -> None:
+    """mine's search with `mine.guard: document`: faiss over the document vectors, as deep as mine goes."""
+    from zh_retrieval.embed import load_corpus_embeddings
+    from zh_retrieval.params import mine_params
+    from zh_retrieval.search import search
+
+    params = mine_params(work / "params.yaml")
+    _, corpus_vectors = load_corpus_embeddings(work / "embeddings")
+    depth = min(len(corpus_vectors), max(params.hard_rank_max, params.random_rank_min))
+    search(corpus_vectors, np.load(work / "embeddings" / "queries-train.npy"), depth)
+
+
 def stage_evaluate(work: Path, model: str) -> None:
     from zh_retrieval.embed import load_corpus_embeddings, load_passage_embeddings
     from zh_retrieval.evaluate import score_vectors
@@ -233,6 +248,7 @@ def run_size(documents: int, work: Path, train_queries: int = TRAIN_QUERIES, tes
         ("evaluate_bm25", ["-m", "zh_retrieval.bm25", str(dataset), str(work / "prepared"), str(work / "eval" / "bm25"),
                            str(work / "metrics" / "bm25.json"), "--params", str(params)]),
         ("mine", [*me, "--stage", "mine", str(work)]),
+        ("mine's search with guard: document", [*me, "--stage", "document-search", str(work)]),
         ("evaluate base (MaxP)", [*me, "--stage", "evaluate-base", str(work)]),
         ("evaluate fine-tuned (MaxP)", [*me, "--stage", "evaluate-finetuned", str(work)]),
         ("evaluate_hybrid", ["-m", "zh_retrieval.hybrid", str(work / "eval" / "bm25" / "run.trec"),
@@ -267,6 +283,8 @@ def main() -> None:
             stage_generate(work, *(int(n) for n in args.stage[2:5]))
         elif name == "mine":
             stage_mine(work)
+        elif name == "document-search":
+            stage_document_search(work)
         else:
             stage_evaluate(work, name.split("-")[1])
         return

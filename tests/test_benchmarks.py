@@ -19,7 +19,8 @@ def test_scale_benchmark_runs_every_stage_on_a_small_synthetic_corpus(tmp_path: 
         capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout.split("| stage |", 1)[1]
-    for stage in ("prepare", "evaluate_bm25", "mine", "evaluate base (MaxP)", "evaluate_hybrid", "report"):
+    for stage in ("prepare", "evaluate_bm25", "mine", "mine's search with guard: document", "evaluate base (MaxP)",
+                  "evaluate_hybrid", "report"):
         assert f"| {stage} |" in table
     work = tmp_path / "scale-300"
     # The dataset is in MLDR's layout, ~4,250 characters a document, and embed's files agree with it.
