@@ -48,8 +48,8 @@ logger = logging.getLogger(__name__)
 VECTORS = "corpus.npy"
 DOCIDS = "docids.txt"
 PASSAGE_VECTORS = "passages.npy"  # MaxP only
-# fp16 keeps ~3 significant digits per component; bf16-encoded vectors (7-8 bits of mantissa) lose
-# nothing in it. The demo's MaxP metrics moved by <= 0.0xx (docs/speed-and-memory.md).
+# fp16 keeps 11 significant bits per component; bf16-encoded vectors (8) lose nothing in it. The
+# demo's MaxP metrics moved by at most 0.0001 (benchmarks/fp16_passages.py).
 PASSAGE_DTYPE = np.float16
 PASSAGE_DOC = "passage_doc.npy"  # document row of each passage
 ENCODING = "encoding.json"  # how the vectors were computed: {"precision": "bf16"}; stages that read them record it
@@ -79,10 +79,10 @@ def _libc() -> ctypes.CDLL | None:
 def release_freed_memory() -> None:
     """Give the heap's free pages back to the OS (glibc's malloc_trim); a no-op without glibc.
 
-    Each chunk's texts are freed once it is encoded, but glibc keeps the pages, and the next
-    chunk's allocations, interleaved with what lives on (docids, vectors) and spread over the
-    tokenizer thread's arena, do not fit the holes exactly: the process grew by ~10 KB per
-    document. Trimming after every chunk keeps embed's memory flat (benchmarks/memory.py).
+    Each chunk's texts, token ids and activations are freed once it is encoded, but glibc keeps
+    the pages, and the next chunk's allocations do not reuse them exactly. Trimming after every
+    chunk lowered the resident memory between chunks by ~200-300 MiB in a probe; the peak, set
+    inside a chunk, barely moves (benchmarks/memory.py; docs/speed-and-memory.md has the rest).
     """
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
