@@ -29,13 +29,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from zh_retrieval.embed import embed_corpus  # noqa: E402
-from zh_retrieval.encode import cpu_has_native_bf16, encode, load_embedder, with_instruction  # noqa: E402
-from zh_retrieval.metrics import mean_metrics, per_query_metrics  # noqa: E402
-from zh_retrieval.mldr import load_corpus  # noqa: E402
-from zh_retrieval.params import EmbeddingParams, EncodeParams, PrepareParams  # noqa: E402
-from zh_retrieval.prepare import load_eval_queries, prepare  # noqa: E402
-from zh_retrieval.search import search  # noqa: E402
+from zh_retrieval.core.params import EmbeddingParams, EncodeParams, PrepareParams  # noqa: E402
+from zh_retrieval.data.mldr import load_corpus  # noqa: E402
+from zh_retrieval.data.preparation import prepare  # noqa: E402
+from zh_retrieval.data.prepared import load_eval_queries  # noqa: E402
+from zh_retrieval.retrieval.embedding import embed_corpus  # noqa: E402
+from zh_retrieval.retrieval.encode import cpu_has_native_bf16, encode, load_embedder, with_instruction  # noqa: E402
+from zh_retrieval.retrieval.metrics import mean_metrics, per_query_metrics  # noqa: E402
+from zh_retrieval.retrieval.search import search  # noqa: E402
 
 TINY = ROOT / "models" / "tiny-bert-zh"
 SAMPLE = ROOT / "data" / "sample"
@@ -95,7 +96,8 @@ def sample_ndcg(precision: str) -> float:
     model = ROOT / "output" / "finetuned" if (ROOT / "output" / "finetuned" / "config.json").is_file() else TINY
     embedding = EmbeddingParams(pooling="mean", query_instruction=INSTRUCTION, query_max_len=64, passage_max_len=512)
     with tempfile.TemporaryDirectory() as tmp:
-        prepare(SAMPLE, Path(tmp) / "prepared", PrepareParams(eval_split="test"))
+        # The sample records where each query's evidence lies, which takes the model's tokenizer to place.
+        prepare(SAMPLE, Path(tmp) / "prepared", PrepareParams(eval_split="test"), model, embedding.passage_max_len)
         queries, qrels = load_eval_queries(Path(tmp) / "prepared")
         corpus = load_corpus(SAMPLE)
         vectors = embed_corpus(model, corpus.items(), Path(tmp) / "emb", embedding, EncodeParams(32, precision))

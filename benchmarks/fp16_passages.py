@@ -18,22 +18,25 @@ from pathlib import Path
 
 import numpy as np
 
-from zh_retrieval.embed import PASSAGE_DTYPE
-from zh_retrieval.encode import encode, load_embedder, with_instruction
-from zh_retrieval.evaluate import score_vectors
-from zh_retrieval.mldr import load_corpus
-from zh_retrieval.params import embedding_params, evaluate_params, load_params, long_document_params
-from zh_retrieval.passages import split_many
-from zh_retrieval.prepare import load_eval_queries
+from zh_retrieval.core.params import load_params
+from zh_retrieval.data.embeddings import PASSAGE_DTYPE
+from zh_retrieval.data.mldr import load_corpus
+from zh_retrieval.data.passages import split_many
+from zh_retrieval.data.preparation import prepare
+from zh_retrieval.data.prepared import load_eval_queries
+from zh_retrieval.retrieval.encode import encode, load_embedder, with_instruction
+from zh_retrieval.retrieval.evaluation import score_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def maxp_metrics(model_dir: Path, precision: str, params_file: Path, work: Path) -> dict[str, dict[str, float]]:
     """{"fp32": MaxP metrics, "fp16": the same with the passage vectors rounded to fp16}."""
-    embedding, long_documents = embedding_params(params_file), long_document_params(params_file)
-    corpus = load_corpus(ROOT / load_params(params_file)["dataset"])
-    queries, qrels = load_eval_queries(ROOT / "data" / "prepared")
+    params = load_params(params_file)
+    embedding, long_documents = params.embedding, params.long_documents
+    corpus = load_corpus(ROOT / params.dataset)
+    prepare(ROOT / params.dataset, work / "prepared", params.prepare, model_dir, embedding.passage_max_len)
+    queries, qrels = load_eval_queries(work / "prepared")
     embedder = load_embedder(model_dir, embedding.pooling, precision)
     docids = list(corpus)
     pieces = split_many(embedder.tokenizer, [corpus[d] for d in docids], embedding.passage_max_len,
@@ -47,7 +50,7 @@ def maxp_metrics(model_dir: Path, precision: str, params_file: Path, work: Path)
     results = {}
     for storage, vectors in (("fp32", passages), ("fp16", passages.astype(PASSAGE_DTYPE))):
         metrics = score_vectors(query_ids, query_vectors, docids, corpus_vectors, (vectors, passage_doc), qrels,
-                                work / f"{model_dir.name}-{precision}-{storage}", evaluate_params(params_file), "x")
+                                work / f"{model_dir.name}-{precision}-{storage}", params.evaluate, "x")
         results[storage] = metrics["maxp"]
     return results
 

@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_encode.py                    # on a machine with a CUDA GPU; about 2 minutes
     python benchmarks/gpu_encode.py --peak-tflops 989  # another card's dense bf16 peak
+    python benchmarks/gpu_encode.py --device cpu --layers 2 --hidden 64 --tokens 64 --texts 16 --repeats 1  # plumbing
 
 A random BERT-base (12 layers, hidden 768, 512 positions) encodes full 512-token texts through
 this project's encoder (`encode.encode`: tokenizer, fp32 weights under bf16 autocast,
@@ -29,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from zh_retrieval.encode import encode, load_embedder  # noqa: E402
+from zh_retrieval.retrieval.encode import encode, load_embedder  # noqa: E402
 
 LAYERS, HIDDEN, TOKENS = 12, 768, 512
 
@@ -52,30 +53,35 @@ def build_model(out_dir: Path, layers: int = LAYERS, hidden: int = HIDDEN, token
     return out_dir
 
 
-def measured_peak_tflops(size: int = 8192, repeats: int = 10) -> float:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measured_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 10) -> float:
     """What this card reaches on one large bf16 matrix product: the practical ceiling to compare with."""
-    a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    torch.cuda.synchronize()
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    torch.cuda.synchronize()
+    synchronize(device)
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
 
 
-def timed(run, repeats: int) -> float:
+def timed(run, repeats: int, device: torch.device) -> float:
     """Best-of seconds for one call, after a warm-up call."""
     run()
-    torch.cuda.synchronize()
+    synchronize(device)
     best = float("inf")
     for _ in range(repeats):
-        torch.cuda.synchronize()
+        synchronize(device)
         started = time.perf_counter()
         run()
-        torch.cuda.synchronize()
+        synchronize(device)
         best = min(best, time.perf_counter() - started)
     return best
 
@@ -87,19 +93,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="the card's dense bf16 peak from its data sheet (H100/H200 SXM: 989)")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--layers", type=int, default=LAYERS)
+    parser.add_argument("--hidden", type=int, default=HIDDEN)
+    parser.add_argument("--tokens", type=int, default=TOKENS)
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("gpu_encode.py needs a CUDA GPU")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("gpu_encode.py needs a CUDA GPU (or --device cpu with a small model for a plumbing check)")
+    device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
+    tokens = args.tokens
 
     with tempfile.TemporaryDirectory() as tmp:
-        embedder = load_embedder(build_model(Path(tmp) / "model"), "cls", "bf16", torch.device("cuda"))
-    # One character per token: each text fills all 512 positions once the tokenizer adds CLS and SEP.
+        model_dir = build_model(Path(tmp) / "model", args.layers, args.hidden, tokens)
+        embedder = load_embedder(model_dir, "cls", "bf16", device)
+    # One character per token: each text fills every position once the tokenizer adds CLS and SEP.
     vocab = [t for t in embedder.tokenizer.get_vocab() if len(t) == 1 and "\u4e00" <= t <= "\u9fff"]
-    texts = ["".join(vocab[(i * 7 + j) % len(vocab)] for j in range(TOKENS)) for i in range(args.texts)]
-    per_text = flops_per_text()
-    matmul = measured_peak_tflops()
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}: {args.texts} texts x {TOKENS} tokens, "
+    texts = ["".join(vocab[(i * 7 + j) % len(vocab)] for j in range(tokens)) for i in range(args.texts)]
+    per_text = flops_per_text(args.layers, args.hidden, tokens)
+    matmul = measured_peak_tflops(device, size=8192 if device.type == "cuda" else 512)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    print(f"{name}, torch {torch.__version__}: {args.texts} texts x {tokens} tokens, "
           f"{per_text / 1e9:.1f} GFLOP per text; bf16 peak {args.peak_tflops:.0f} TFLOP/s (data sheet), "
           f"{matmul:.0f} TFLOP/s measured on an 8192^3 matrix product")
     print(f"{'path':<30} {'batch':>5} {'texts/s':>9} {'TFLOP/s':>8} {'% peak':>7} {'% matmul':>8}")
@@ -109,33 +123,34 @@ def main() -> None:
     # A separate copy: converting embedder.model itself would leave encode.encode running on bf16
     # weights instead of the fp32 weights under bf16 autocast that the pipeline uses.
     bare = copy.deepcopy(embedder.model).to(torch.bfloat16)
-    ids = torch.randint(1000, 2000, (max(args.batch_sizes), TOKENS), device="cuda")
+    ids = torch.randint(1000, 2000, (max(args.batch_sizes), tokens), device=device)
 
     def tokenize_only(batch_size: int) -> None:
         for start in range(0, len(texts), batch_size):
-            embedder.tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=TOKENS,
+            embedder.tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=tokens,
                                return_tensors="pt")
 
     def autocast_forward(batch_size: int) -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             embedder.model(input_ids=ids[:batch_size])
 
     for batch_size in args.batch_sizes:
         # What encode.encode does, then its parts: the tokenizer alone (CPU), the pipeline's
         # forward pass (fp32 weights, bf16 autocast) on ready ids, and a forward in bf16 weights.
         for path, run, count in (
-            ("encode.encode (tokenize+bf16)", lambda: encode(embedder, texts, TOKENS, batch_size), len(texts)),
+            ("encode.encode (tokenize+bf16)", lambda: encode(embedder, texts, tokens, batch_size), len(texts)),
             ("tokenizer alone (CPU)", lambda: tokenize_only(batch_size), len(texts)),
             ("forward, bf16 autocast", lambda: autocast_forward(batch_size), batch_size),
             ("forward, bf16 weights", lambda: bare(input_ids=ids[:batch_size]), batch_size),
         ):
             with torch.inference_mode():
-                seconds = timed(run, args.repeats)
+                seconds = timed(run, args.repeats, device)
             rate = count / seconds
             tflops = rate * per_text / 1e12
             print(f"{path:<30} {batch_size:>5} {rate:9.0f} {tflops:8.1f} {100 * tflops / args.peak_tflops:6.1f}% "
                   f"{100 * tflops / matmul:7.1f}%", flush=True)
-    print(f"peak_gpu_memory_gib={torch.cuda.max_memory_allocated() / 2**30:.1f}")
+    if device.type == "cuda":
+        print(f"peak_gpu_memory_gib={torch.cuda.max_memory_allocated() / 2**30:.1f}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
     python benchmarks/memory.py                       # sample, then synthetic corpora of 2k, 8k, 32k documents
     python benchmarks/memory.py --sizes 2000 200000   # pick the sizes
 
-Each stage runs as DVC runs it (`python -m zh_retrieval.<stage>`) in its own process; its peak
-resident memory (ru_maxrss) is read from the OS. `embed` runs twice: as it is, and with
-`embed.release_freed_memory` (the malloc_trim after each chunk of documents) switched off, as
-embed was before it, to show what the trim saves as the corpus grows. Synthetic documents are random strings of the
+Each stage runs as DVC runs it (`python -m zh_retrieval.stages.<stage>`) in its own process; its
+peak resident memory (ru_maxrss) is read from the OS. `embed` runs twice: as it is, and with
+`retrieval.embedding.release_freed_memory` (the malloc_trim after each chunk of documents)
+switched off, to show what the trim saves as the corpus grows. Synthetic documents are random strings of the
 sample's characters with the sample's length distribution, so tokenization and truncation cost
 what real text costs. The tiny model keeps this quick; the embeddings of a 768-wide model are 6x
 larger (200,000 x 768 x 4 bytes = 586 MiB).
@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from zh_retrieval.preset import apply_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -51,9 +53,9 @@ def synthetic_dataset(out_dir: Path, documents: int, seed: int = 0) -> Path:
     return out_dir
 
 
-# embed's own main with the trim after each chunk replaced by nothing: embed as it was before the fix.
-EMBED_WITHOUT_TRIM = ("import sys, zh_retrieval.embed as embed; embed.release_freed_memory = lambda: None; "
-                      "sys.argv[0] = 'embed'; embed.main()")
+# The embed stage with the trim after each chunk replaced by nothing.
+EMBED_WITHOUT_TRIM = ("import sys, zh_retrieval.retrieval.embedding as embedding, zh_retrieval.stages.embed as stage; "
+                      "embedding.release_freed_memory = lambda: None; sys.argv[0] = 'embed'; stage.main()")
 
 
 def peak_rss_mib(args: list[str]) -> float:
@@ -71,14 +73,14 @@ def peak_rss_mib(args: list[str]) -> float:
 
 def measure(dataset: Path, work: Path, params: Path) -> dict[str, float]:
     prepared, embeddings = work / "prepared", work / "embeddings"
-    subprocess.run([sys.executable, "-m", "zh_retrieval.prepare", str(dataset), str(prepared), "--params", str(params),
-                    "--tokenizer", str(TINY)],
+    subprocess.run([sys.executable, "-m", "zh_retrieval.stages.prepare", str(dataset), str(prepared),
+                    "--params", str(params), "--tokenizer", str(TINY)],
                    check=True, capture_output=True)
     embed_args = [str(TINY), str(dataset), str(embeddings), "--params", str(params)]
     untrimmed = peak_rss_mib(["-c", EMBED_WITHOUT_TRIM, *embed_args])
-    embed = peak_rss_mib(["zh_retrieval.embed", *embed_args])
-    evaluate = peak_rss_mib(["zh_retrieval.evaluate", str(TINY), str(embeddings), str(prepared), str(work / "eval"),
-                             str(work / "metrics.json"), "--params", str(params)])
+    embed = peak_rss_mib(["zh_retrieval.stages.embed", *embed_args])
+    evaluate = peak_rss_mib(["zh_retrieval.stages.evaluate", str(TINY), str(embeddings), str(prepared),
+                             str(work / "eval"), str(work / "metrics.json"), "--params", str(params)])
     files = sum(p.stat().st_size for p in embeddings.iterdir()) / 2**20
     return {"embed": embed, "untrimmed": untrimmed, "evaluate": evaluate, "embeddings": files}
 
@@ -87,15 +89,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000, 32000])
     parser.add_argument("--maxp", action="store_true", help="also embed passages (long_documents.maxp)")
+    parser.add_argument("--no-sample", action="store_true", help="only the synthetic corpora")
     args = parser.parse_args()
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as tmp:
         params = Path(tmp) / "params.yaml"
-        text = (ROOT / "params.yaml").read_text(encoding="utf-8")
-        params.write_text(text.replace("maxp: true", f"maxp: {str(args.maxp).lower()}"), encoding="utf-8")
+        # Without MaxP, mining's passage choices must be the truncated document for the params to be valid.
+        passage_choices = {} if args.maxp else {f"mine.{key}": "truncated" for key in ("positive", "guard",
+                                                                                        "negative_text")}
+        apply_overrides(ROOT / "params.yaml", params, {"long_documents.maxp": args.maxp, **passage_choices})
         print(f"peak RSS in MiB (tiny model, maxp {args.maxp}; this script itself {baseline:.0f})")
         print(f"{'documents':>10} {'embed':>8} {'embed without trim':>19} {'evaluate':>9} {'embeddings on disk':>19}")
-        rows = [("sample", SAMPLE)] + [(str(n), None) for n in args.sizes]
+        rows = [] if args.no_sample else [("sample", SAMPLE)]
+        rows += [(str(n), None) for n in args.sizes]
         for label, dataset in rows:
             work = Path(tmp) / f"work-{label}"
             work.mkdir()

@@ -14,16 +14,16 @@ embeddings are random 768-dimensional unit vectors in embed's format: one per pa
 and queries near one passage of their positive. Encoding itself is not measured here (it is a
 GPU job; benchmarks/gpu_encode.py). Each stage runs in its own process, as DVC runs it:
 
-    prepare          python -m zh_retrieval.prepare (validates everything, writes the query files)
-    evaluate_bm25    python -m zh_retrieval.bm25: jieba over the whole corpus, index, 800 queries
-    mine             mine.mine_with_vectors: BM25 passage positives, exact MaxP search of 10,000
-                     queries over every passage, guard, train.jsonl
-    mine's search with guard: document
-                     search.search (faiss, exact): the 10,000 queries over the document vectors,
-                     1,000 deep, which `mine.guard: document` searches instead of the passages
-    evaluate         evaluate.score_vectors, 800 queries, truncated and MaxP (base, then fine-tuned)
-    evaluate_hybrid  python -m zh_retrieval.hybrid
-    report           python -m zh_retrieval.report
+    prepare          python -m zh_retrieval.stages.prepare (validates everything, writes the query files)
+    evaluate_bm25    python -m zh_retrieval.stages.evaluate_bm25: jieba over the whole corpus, index, 800 queries
+    mine             mining.miner.mine_with_vectors: BM25 passage positives, exact MaxP search of
+                     10,000 queries over every passage, guard, train.jsonl
+    mine's search with guard: truncated
+                     retrieval.search.search (faiss, exact): the 10,000 queries over the document
+                     vectors, 1,000 deep, which `mine.guard: truncated` searches instead of the passages
+    evaluate         retrieval.evaluation.score_vectors, 800 queries, truncated and MaxP (base, then fine-tuned)
+    evaluate_hybrid  python -m zh_retrieval.stages.evaluate_hybrid
+    report           python -m zh_retrieval.stages.report
 
 Peak RSS is the child's own (ru_maxrss from wait4), so it counts exactly what the stage held.
 """
@@ -110,7 +110,7 @@ def passage_counts(lengths: np.ndarray) -> np.ndarray:
 def check_passage_counts(dataset: Path, counts: np.ndarray, sample: int = 50) -> None:
     from transformers import AutoTokenizer
 
-    from zh_retrieval.passages import split_into_passages
+    from zh_retrieval.data.passages import split_into_passages
 
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     with (dataset / "corpus.jsonl").open(encoding="utf-8") as f:
@@ -126,7 +126,7 @@ def unit_rows(rng: np.random.Generator, rows: int) -> np.ndarray:
 
 def write_embeddings(out_dir: Path, dataset: Path, counts: np.ndarray, seed: int = 1) -> None:
     """embed's output (fp16 passages, fp32 first-passage document vectors); queries near a positive's passage."""
-    from zh_retrieval.embed import DOCIDS, ENCODING, PASSAGE_DOC, PASSAGE_DTYPE, PASSAGE_VECTORS, VECTORS
+    from zh_retrieval.data.embeddings import DOCIDS, ENCODING, PASSAGE_DOC, PASSAGE_DTYPE, PASSAGE_VECTORS, VECTORS
 
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True)
@@ -177,46 +177,45 @@ def run_child(args: list[str]) -> tuple[float, float]:
 
 
 def stage_mine(work: Path) -> None:
-    from zh_retrieval.mine import check_corpus_size, mine_with_vectors, read_train_queries
-    from zh_retrieval.mldr import load_corpus
-    from zh_retrieval.params import bm25_params, embedding_params, long_document_params, mine_params
+    from zh_retrieval.core.params import load_params
+    from zh_retrieval.data.mldr import load_corpus
+    from zh_retrieval.data.prepared import read_train_queries
+    from zh_retrieval.mining.miner import mine_with_vectors
+    from zh_retrieval.mining.stats import check_corpus_size
 
-    params_file = work / "params.yaml"
-    params = mine_params(params_file)
+    params = load_params(work / "params.yaml")
     queries = read_train_queries(work / "prepared" / "train_queries.jsonl")
     corpus = load_corpus(work / "dataset")
-    check_corpus_size(corpus, queries, params, params_file)
+    check_corpus_size(corpus, queries, params.mine, params.path)
     stats = mine_with_vectors(TOKENIZER, work / "embeddings", corpus, queries,
-                              np.load(work / "embeddings" / "queries-train.npy"), work / "mined",
-                              embedding_params(params_file), params, long_document_params(params_file), params_file,
-                              bm25_params(params_file))
+                              np.load(work / "embeddings" / "queries-train.npy"), work / "mined", params)
     (work / "metrics" / "mine.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
 
 
 def stage_document_search(work: Path) -> None:
-    """mine's search with `mine.guard: document`: faiss over the document vectors, as deep as mine goes."""
-    from zh_retrieval.embed import load_corpus_embeddings
-    from zh_retrieval.params import mine_params
-    from zh_retrieval.search import search
+    """mine's search with `mine.guard: truncated`: faiss over the document vectors, as deep as mine goes."""
+    from zh_retrieval.core.params import load_params
+    from zh_retrieval.data.embeddings import load_corpus_embeddings
+    from zh_retrieval.retrieval.search import search
 
-    params = mine_params(work / "params.yaml")
+    params = load_params(work / "params.yaml").mine
     _, corpus_vectors = load_corpus_embeddings(work / "embeddings")
     depth = min(len(corpus_vectors), max(params.hard_rank_max, params.random_rank_min))
     search(corpus_vectors, np.load(work / "embeddings" / "queries-train.npy"), depth)
 
 
 def stage_evaluate(work: Path, model: str) -> None:
-    from zh_retrieval.embed import load_corpus_embeddings, load_passage_embeddings
-    from zh_retrieval.evaluate import score_vectors
-    from zh_retrieval.params import evaluate_params
-    from zh_retrieval.prepare import load_eval_queries, load_evidence_groups
+    from zh_retrieval.core.params import load_params
+    from zh_retrieval.data.embeddings import load_corpus_embeddings, load_passage_embeddings
+    from zh_retrieval.data.prepared import load_eval_queries, load_evidence_groups
+    from zh_retrieval.retrieval.evaluation import score_vectors
 
     queries, qrels = load_eval_queries(work / "prepared")
     docids, corpus_vectors = load_corpus_embeddings(work / "embeddings")
     vectors = np.load(work / "embeddings" / ("queries-test-base.npy" if model == "base" else "queries-test.npy"))
     passages = load_passage_embeddings(work / "embeddings")
     metrics = score_vectors(list(queries), vectors, docids, corpus_vectors, passages, qrels, work / "eval" / model,
-                            evaluate_params(work / "params.yaml"), model, load_evidence_groups(work / "prepared"))
+                            load_params(work / "params.yaml").evaluate, model, load_evidence_groups(work / "prepared"))
     metrics.update(query_precision="fp32", corpus_precision="fp32", query_instruction="")
     (work / "metrics" / f"{model}.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
 
@@ -244,18 +243,19 @@ def run_size(documents: int, work: Path, train_queries: int = TRAIN_QUERIES, tes
     print(f"\n{documents:,} documents ({size:.2f} GiB of JSONL), {passages:,} passages; generated in {seconds:.0f}s",
           flush=True)
     stages = [
-        ("prepare", ["-m", "zh_retrieval.prepare", str(dataset), str(work / "prepared"), "--params", str(params)]),
-        ("evaluate_bm25", ["-m", "zh_retrieval.bm25", str(dataset), str(work / "prepared"), str(work / "eval" / "bm25"),
-                           str(work / "metrics" / "bm25.json"), "--params", str(params)]),
+        ("prepare", ["-m", "zh_retrieval.stages.prepare", str(dataset), str(work / "prepared"),
+                     "--params", str(params)]),
+        ("evaluate_bm25", ["-m", "zh_retrieval.stages.evaluate_bm25", str(dataset), str(work / "prepared"),
+                           str(work / "eval" / "bm25"), str(work / "metrics" / "bm25.json"), "--params", str(params)]),
         ("mine", [*me, "--stage", "mine", str(work)]),
-        ("mine's search with guard: document", [*me, "--stage", "document-search", str(work)]),
+        ("mine's search with guard: truncated", [*me, "--stage", "document-search", str(work)]),
         ("evaluate base (MaxP)", [*me, "--stage", "evaluate-base", str(work)]),
         ("evaluate fine-tuned (MaxP)", [*me, "--stage", "evaluate-finetuned", str(work)]),
-        ("evaluate_hybrid", ["-m", "zh_retrieval.hybrid", str(work / "eval" / "bm25" / "run.trec"),
+        ("evaluate_hybrid", ["-m", "zh_retrieval.stages.evaluate_hybrid", str(work / "eval" / "bm25" / "run.trec"),
                              str(work / "eval" / "finetuned" / "run.trec"), str(work / "prepared"),
                              str(work / "eval" / "hybrid"), str(work / "metrics"), "--params", str(params)]),
-        ("report", ["-m", "zh_retrieval.report", str(work / "metrics"), str(work / "eval"), str(work / "report.md"),
-                    str(work / "plots"), "--params", str(params)]),
+        ("report", ["-m", "zh_retrieval.stages.report", str(work / "metrics"), str(work / "eval"),
+                    str(work / "report.md"), str(work / "plots"), "--params", str(params)]),
     ]
     results = []
     for name, args in stages:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from lxml import html as lxml_html
 
-from zh_retrieval.files import write_jsonl
+from zh_retrieval.core.files import write_jsonl
 
 logger = logging.getLogger(__name__)
 

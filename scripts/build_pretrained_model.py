@@ -287,12 +287,12 @@ def sample_ndcg(model_dir: Path, dataset_dir: Path, instruction: str) -> float:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from zh_retrieval.embed import embed_corpus
-    from zh_retrieval.encode import encode, load_embedder, with_instruction
-    from zh_retrieval.metrics import mean_metrics, per_query_metrics
-    from zh_retrieval.mldr import load_corpus, load_queries
-    from zh_retrieval.params import EmbeddingParams, EncodeParams
-    from zh_retrieval.search import search
+    from zh_retrieval.core.params import EmbeddingParams, EncodeParams
+    from zh_retrieval.data.mldr import load_corpus, load_queries
+    from zh_retrieval.retrieval.embedding import embed_corpus
+    from zh_retrieval.retrieval.encode import encode, load_embedder, with_instruction
+    from zh_retrieval.retrieval.metrics import mean_metrics, per_query_metrics
+    from zh_retrieval.retrieval.search import search
 
     corpus = load_corpus(dataset_dir)
     queries = load_queries(dataset_dir, "test", corpus)

@@ -27,7 +27,7 @@ SEEDS = (42, 1, 2)
 GUARD = "mine.false_negative_margin=0.05"
 # The hard-negative and instruction experiments were measured with the recipe before passage-level
 # mining; their arms pin it, so re-running them measures what the docs' tables say.
-EARLIER_MINING = ["mine.positive=first_passage", "mine.guard=document", "mine.max_share_without_hard=1.0"]
+EARLIER_MINING = ["mine.positive=truncated", "mine.guard=truncated", "mine.max_share_without_hard=1.0"]
 EXPERIMENTS: dict[str, dict[str, list[str]]] = {  # experiment => arm => -S overrides
     "hard negatives, guard on": {
         "hard_ratio 0.7": ["mine.hard_ratio=0.7", GUARD, *EARLIER_MINING],
@@ -39,9 +39,9 @@ EXPERIMENTS: dict[str, dict[str, list[str]]] = {  # experiment => arm => -S over
     },
     "long-document mining, guard on": {
         "first passage, document guard (earlier)": [GUARD, *EARLIER_MINING],
-        "first passage, passage guard": [GUARD, "mine.positive=first_passage", "mine.guard=best_passage"],
+        "truncated positive, passage guard": [GUARD, "mine.positive=truncated", "mine.guard=best_passage"],
         "best passage, passage guard": [GUARD, "mine.positive=best_passage", "mine.guard=best_passage",
-                                        "mine.negative_text=document"],
+                                        "mine.negative_text=truncated"],
         "best passage, passage guard, passage negatives": [
             GUARD, "mine.positive=best_passage", "mine.guard=best_passage", "mine.negative_text=best_passage"],
         "BM25's passage, passage guard, passage negatives": [
@@ -51,7 +51,7 @@ EXPERIMENTS: dict[str, dict[str, list[str]]] = {  # experiment => arm => -S over
 RUN_NAMES = {arm: name for name, arm in (
     ("guard-hard07", "hard_ratio 0.7"), ("guard-hard0", "hard_ratio 0 (random only)"),
     ("instr-on", "on (train and evaluate)"), ("instr-off", "off"),
-    ("lp-before", "first passage, document guard (earlier)"), ("lp-guard", "first passage, passage guard"),
+    ("lp-before", "first passage, document guard (earlier)"), ("lp-guard", "truncated positive, passage guard"),
     ("lp-best", "best passage, passage guard"), ("lp-best-negp", "best passage, passage guard, passage negatives"),
     ("lp-bm25-negp", "BM25's passage, passage guard, passage negatives"),
 )}

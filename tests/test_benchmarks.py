@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import ROOT
+from conftest import ROOT, write_params
 
 
 def test_scale_benchmark_runs_every_stage_on_a_small_synthetic_corpus(tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ def test_scale_benchmark_runs_every_stage_on_a_small_synthetic_corpus(tmp_path: 
         capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout.split("| stage |", 1)[1]
-    for stage in ("prepare", "evaluate_bm25", "mine", "mine's search with guard: document", "evaluate base (MaxP)",
+    for stage in ("prepare", "evaluate_bm25", "mine", "mine's search with guard: truncated", "evaluate base (MaxP)",
                   "evaluate_hybrid", "report"):
         assert f"| {stage} |" in table
     work = tmp_path / "scale-300"
@@ -33,3 +33,46 @@ def test_scale_benchmark_runs_every_stage_on_a_small_synthetic_corpus(tmp_path: 
     assert len(mined) == 100 and all(len(row["neg"]) == 7 for row in mined)
     assert json.loads((work / "metrics" / "bm25.json").read_text())["num_corpus"] == 300
     assert (work / "report.md").read_text(encoding="utf-8").startswith("# Results")
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+# The quick modes below keep every benchmark the docs name running, on the tiny model and little
+# data: their figures come from full runs (docs/speed-and-memory.md). benchmarks/gpu_suite.sh only
+# runs gpu_encode.py, gpu_train.py and scripts/gpu_smoke.py (the pipeline on CUDA) one after another.
+
+
+def test_encode_benchmark_compares_the_three_encoders() -> None:
+    out = run_benchmark("encode.py", "--texts", "8", "--max-length", "64", "--repeats", "1")
+    assert "flagmodel (fp32)" in out and "sentence_transformers (fp32)" in out
+    assert "sample nDCG@10 (tiny model)" in out and "ratio_vs_flagmodel=" in out
+
+
+def test_fp16_passages_benchmark_scores_maxp_both_ways(dataset_dir: Path, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", {"dataset": str(dataset_dir), "embedding.passage_max_len": 8,
+                                                     "long_documents.overlap": 2})
+    out = run_benchmark("fp16_passages.py", "--models", str(ROOT / "models" / "tiny-bert-zh"), "--precisions", "fp32",
+                        "--params", str(params))
+    row = next(line for line in out.splitlines() if line.startswith("| tiny-bert-zh | fp32 |"))
+    assert float(row.rstrip(" |").rsplit("|", 1)[1]) < 0.01, row
+
+
+def test_memory_benchmark_measures_each_stage() -> None:
+    out = run_benchmark("memory.py", "--sizes", "30", "--no-sample")
+    documents, embed, untrimmed, evaluate, on_disk = out.strip().splitlines()[-1].split()
+    assert documents == "30" and min(float(embed), float(untrimmed), float(evaluate)) > 0, out
+    assert float(on_disk) >= 0, out
+
+
+def test_gpu_benchmarks_run_on_the_cpu_as_a_plumbing_check() -> None:
+    encode = run_benchmark("gpu_encode.py", "--device", "cpu", "--layers", "2", "--hidden", "64", "--tokens", "64",
+                           "--texts", "16", "--batch-sizes", "8", "--repeats", "1")
+    assert "forward, bf16 weights" in encode
+    train = run_benchmark("gpu_train.py", "--device", "cpu", "--layers", "2", "--hidden", "64", "--tokens", "64",
+                          "--batch", "2", "--group", "2", "--warmup", "1", "--steps", "1")
+    assert train.splitlines()[-1].split()[0] == "on"

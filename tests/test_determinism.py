@@ -20,11 +20,11 @@ from conftest import ROOT, TINY_MODEL, write_lines, write_params
 HASH_SEEDS = ("1", "2")
 
 
-def run_module(module: str, *args: str | Path, hash_seed: str, **env: str) -> str:
-    """The module's stderr (its log) after a successful run."""
+def run_stage(stage: str, *args: str | Path, hash_seed: str, **env: str) -> str:
+    """The stage's stderr (its log) after a successful run."""
     env = dict(os.environ, PYTHONHASHSEED=hash_seed, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", **env)
-    result = subprocess.run([sys.executable, "-m", f"zh_retrieval.{module}", *map(str, args)], capture_output=True,
-                            text=True, env=env, timeout=600)
+    result = subprocess.run([sys.executable, "-m", f"zh_retrieval.stages.{stage}", *map(str, args)],
+                            capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stderr
 
@@ -54,7 +54,7 @@ def test_hybrid_outputs_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
     outputs = []
     for seed in HASH_SEEDS:
         out, metrics = tmp_path / f"hybrid-{seed}", tmp_path / f"metrics-{seed}"
-        run_module("hybrid", sparse_run, dense_run, prepared, out, metrics, "--params", ROOT / "params.yaml",
+        run_stage("evaluate_hybrid", sparse_run, dense_run, prepared, out, metrics, "--params", ROOT / "params.yaml",
                    hash_seed=seed)
         outputs.append({**files(out), **files(metrics)})
     assert outputs[0].keys() == {"rrf/run.trec", "rrf/per_query.jsonl", "weighted/run.trec",
@@ -64,7 +64,8 @@ def test_hybrid_outputs_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
 
 def test_finetune_is_byte_reproducible(tmp_path: Path) -> None:
     params = write_params(tmp_path / "params.yaml", {"finetune.epochs": 1, "finetune.per_device_batch_size": 4,
-                                                     "finetune.train_group_size": 3, "embedding.passage_max_len": 48})
+                                                     "finetune.train_group_size": 3, "embedding.passage_max_len": 48,
+                                                     "long_documents.overlap": 8})
     corpus = [json.loads(line)["text"] for line in (ROOT / "data/sample/corpus.jsonl").open(encoding="utf-8")][:40]
     train = write_lines(tmp_path / "train.jsonl", [
         {"query": doc[:12], "pos": [doc], "neg": [corpus[(i + 1) % len(corpus)], corpus[(i + 7) % len(corpus)]]}
@@ -73,7 +74,7 @@ def test_finetune_is_byte_reproducible(tmp_path: Path) -> None:
 
     out, runs, logs = tmp_path / "finetuned", [], []
     for seed, verbose in zip(HASH_SEEDS, ("", "1")):
-        logs.append(run_module("finetune", TINY_MODEL, train, out, "--params", params, hash_seed=seed,
+        logs.append(run_stage("finetune", TINY_MODEL, train, out, "--params", params, hash_seed=seed,
                                ZH_RETRIEVAL_VERBOSE=verbose))
         runs.append(files(out))
         shutil.rmtree(out)  # the next run writes the same path, so training_args.json can match too

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, TINY_MODEL, write_lines, write_params
 
-from zh_retrieval.encode import encode, load_embedder
-from zh_retrieval.files import check_model_dir
+from zh_retrieval.core.files import check_model_dir
+from zh_retrieval.retrieval.encode import encode, load_embedder
 
 
 def small_params(tmp_path: Path, gradient_checkpointing: bool = False) -> Path:
     return write_params(tmp_path / "params.yaml", {
         "finetune.gradient_checkpointing": gradient_checkpointing, "finetune.nproc_per_node": 2,
         "finetune.epochs": 1, "finetune.per_device_batch_size": 2, "finetune.train_group_size": 2,
-        "embedding.passage_max_len": 64, "finetune.logging_steps": 1})
+        "embedding.passage_max_len": 64, "long_documents.overlap": 8, "finetune.logging_steps": 1})
 
 
 @pytest.mark.parametrize("gradient_checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
@@ -33,7 +33,7 @@ def test_two_process_training_on_cpu(tmp_path: Path, gradient_checkpointing: boo
     out = tmp_path / "finetuned"
     env = dict(os.environ, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(
-        [sys.executable, "-m", "zh_retrieval.finetune", str(TINY_MODEL), str(train), str(out),
+        [sys.executable, "-m", "zh_retrieval.stages.finetune", str(TINY_MODEL), str(train), str(out),
          "--params", str(small_params(tmp_path, gradient_checkpointing)), "--log-dir", str(tmp_path / "curves")],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

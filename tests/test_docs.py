@@ -77,7 +77,7 @@ def problems_in(words: list[str]) -> list[str]:
         return found
     if program == "python" and len(words) > 2 and words[1] == "-m" and words[2].startswith("zh_retrieval."):
         module = words[2].removeprefix("zh_retrieval.")
-        if not (ROOT / "src" / "zh_retrieval" / f"{module}.py").is_file():
+        if not (ROOT / "src" / "zh_retrieval" / f"{module.replace('.', '/')}.py").is_file():
             found.append(f"no module zh_retrieval.{module}")
     if program == "make" and len(words) > 1 and words[1] not in make_targets():
         found.append(f"no make target {words[1]!r}")
@@ -112,6 +112,8 @@ def test_links_between_pages_resolve(doc: Path) -> None:
 
 def test_the_checker_catches_a_renamed_module() -> None:
     assert problems_in(["python", "-m", "zh_retrieval.nope", "x"]) == ["no module zh_retrieval.nope"]
+    assert problems_in(["python", "-m", "zh_retrieval.prepare", "x"]) == ["no module zh_retrieval.prepare"]
+    assert problems_in(["python", "-m", "zh_retrieval.stages.prepare", "--check", "data/sample"]) == []
     assert problems_in(["dvc", "exp", "run", "-S", "finetune.nope=1"]) == ["no params.yaml key 'finetune.nope'"]
     assert problems_in(["dvc", "repro", "-s", "evaluate@base", "nope"]) == ["no dvc.yaml stage 'nope'"]
     assert problems_in(["python", "scripts/nope.py"]) == ["no file scripts/nope.py"]

@@ -8,7 +8,9 @@ import pytest
 import torch
 from conftest import CORPUS, TINY_MODEL
 
-from zh_retrieval.encode import (
+from zh_retrieval.core.errors import InputError
+from zh_retrieval.core.files import check_model_dir
+from zh_retrieval.retrieval.encode import (
     encode,
     length_sorted_batches,
     load_embedder,
@@ -16,8 +18,6 @@ from zh_retrieval.encode import (
     resolve_precision,
     with_instruction,
 )
-from zh_retrieval.errors import InputError
-from zh_retrieval.files import check_model_dir
 
 
 def test_pooling_matches_flagembedding_definition() -> None:

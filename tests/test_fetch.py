@@ -12,9 +12,9 @@ import pytest
 from conftest import TINY_MODEL
 from hub_stand_in import HubStandIn
 
+from zh_retrieval.core.files import check_model_dir
 from zh_retrieval.fetch import PRESETS
-from zh_retrieval.files import check_model_dir
-from zh_retrieval.package import front_matter, hub_id
+from zh_retrieval.reporting.card import front_matter, hub_id
 
 COMMIT_MODEL = PRESETS["bge-base-zh-v1.5"].revision
 COMMIT_DATA = PRESETS["mldr-zh"].revision
@@ -116,8 +116,8 @@ def parquet_bytes(rows: list[dict]) -> bytes:
 
 
 def test_t2retrieval_becomes_an_mldr_layout_test_set(tmp_path: Path) -> None:
+    from zh_retrieval.data.mldr import load_corpus, load_queries
     from zh_retrieval.fetch import T2RETRIEVAL
-    from zh_retrieval.mldr import load_corpus, load_queries
 
     corpus_repo, qrels_repo = T2RETRIEVAL
     passages = [{"id": f"p{i}", "text": f"第{i}段文字"} for i in range(4)]

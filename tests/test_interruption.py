@@ -14,14 +14,14 @@ import torch
 from conftest import CORPUS, TINY_MODEL, write_lines, write_params
 from safetensors.torch import load_file
 
-from zh_retrieval.files import check_model_dir
+from zh_retrieval.core.files import check_model_dir
 
 
 def params_file(tmp_path: Path, checkpoint_steps: str) -> Path:
     return write_params(tmp_path / f"params-{checkpoint_steps}.yaml", {
         "finetune.epochs": 2, "finetune.per_device_batch_size": 2, "finetune.train_group_size": 2,
-        "embedding.passage_max_len": 32, "finetune.checkpoint_steps": None if checkpoint_steps == "null"
-        else int(checkpoint_steps)})
+        "embedding.passage_max_len": 32, "long_documents.overlap": 8,
+        "finetune.checkpoint_steps": None if checkpoint_steps == "null" else int(checkpoint_steps)})
 
 
 def train_file(tmp_path: Path) -> Path:
@@ -33,7 +33,7 @@ def train_file(tmp_path: Path) -> Path:
 
 def start(tmp_path: Path, params: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "zh_retrieval.finetune", str(TINY_MODEL), str(tmp_path / "train.jsonl"), str(out),
+        [sys.executable, "-m", "zh_retrieval.stages.finetune", str(TINY_MODEL), str(tmp_path / "train.jsonl"), str(out),
          "--params", str(params)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
 

@@ -13,12 +13,12 @@ from conftest import CORPUS, ROOT, TINY_MODEL, query_row, write_lines
 from ruamel.yaml import YAML
 from safetensors.torch import load_file, save_file
 
-from zh_retrieval.errors import InputError
-from zh_retrieval.general import evaluate_general
-from zh_retrieval.merge import merge_models
-from zh_retrieval.mldr import load_corpus, load_queries
-from zh_retrieval.package import front_matter, package
-from zh_retrieval.params import EmbeddingParams, EncodeParams, EvaluateParams
+from zh_retrieval.core.errors import InputError
+from zh_retrieval.core.params import EmbeddingParams, EncodeParams, EvaluateParams, read_yaml
+from zh_retrieval.data.mldr import load_corpus, load_queries
+from zh_retrieval.reporting.card import front_matter, package
+from zh_retrieval.stages.evaluate_general import evaluate_general
+from zh_retrieval.training.merge import merge_models
 
 EMBEDDING = EmbeddingParams(pooling="mean", query_instruction="查询：", query_max_len=32, passage_max_len=64)
 ENCODING = EncodeParams(batch_size=4, precision="fp32")
@@ -99,7 +99,7 @@ def test_package_copies_the_model_with_a_card_the_hub_reads(finetuned: Path, tmp
                                                           "num_corpus": 99}))
     (metrics / "mine.json").write_text(json.dumps({"hard_negatives": 35, "random_negatives": 14, "queries": 7,
                                                    "dataset_negatives": 0, "queries_without_hard": 0}))
-    out = package(finetuned, tmp_path / "release", "finetuned", ROOT / "params.yaml", metrics)
+    out = package(finetuned, tmp_path / "release", "finetuned", read_yaml(ROOT / "params.yaml"), metrics)
     card = (out / "README.md").read_text(encoding="utf-8")
     meta = front_matter(out / "README.md")
     assert meta["base_model"] == "models/zh-mini-embedder" and meta["license"] == "gpl-3.0-or-later"
@@ -112,4 +112,4 @@ def test_package_copies_the_model_with_a_card_the_hub_reads(finetuned: Path, tmp
     assert not (finetuned / "README.md").exists(), "the evaluated directory is left as it was"
     (metrics / "general_finetuned.json").unlink()
     with pytest.raises(InputError, match="general_finetuned.json: file not found"):
-        package(finetuned, tmp_path / "release2", "finetuned", ROOT / "params.yaml", metrics)
+        package(finetuned, tmp_path / "release2", "finetuned", read_yaml(ROOT / "params.yaml"), metrics)

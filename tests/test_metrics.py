@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from zh_retrieval.metrics import mean_metrics, per_query_metrics, ranked, read_trec_run, score_run, write_trec_run
+from zh_retrieval.retrieval.metrics import (
+    mean_metrics,
+    per_query_metrics,
+    ranked,
+    read_trec_run,
+    score_run,
+    write_trec_run,
+)
 
 KS = (1, 5, 10)
 

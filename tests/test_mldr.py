@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, query_row, write_lines
 
-from zh_retrieval.errors import InputError
-from zh_retrieval.mldr import load_corpus, load_queries
+from zh_retrieval.core.errors import InputError
+from zh_retrieval.data.mldr import load_corpus, load_queries
 
 
 def test_reads_corpus_and_queries(dataset_dir: Path) -> None:
@@ -128,7 +128,7 @@ def test_bundled_deep_queries_need_more_than_the_first_passage() -> None:
     in the split of its page's NAME query."""
     from transformers import AutoTokenizer
 
-    from zh_retrieval.passages import first_passage_end
+    from zh_retrieval.data.passages import first_passage_end
 
     root = Path(__file__).resolve().parents[1]
     sample = root / "data" / "sample"

@@ -5,15 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from zh_retrieval.errors import InputError
-from zh_retrieval.params import (
-    embedding_params,
-    encode_params,
-    evaluate_params,
-    finetune_params,
-    mine_params,
-    prepare_params,
-)
+from zh_retrieval.core.errors import InputError
+from zh_retrieval.core.params import load_params, read_yaml
+from zh_retrieval.preset import apply_preset, dotted
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,18 +21,17 @@ def params_with(tmp_path: Path, old: str, new: str) -> Path:
 
 
 def test_project_params_are_valid() -> None:
-    path = ROOT / "params.yaml"
-    finetune = finetune_params(path)
-    assert finetune.lr > 0
-    assert mine_params(path).negatives_per_query == finetune.train_group_size - 1
-    assert embedding_params(path).pooling in ("cls", "mean")
-    assert 10 in evaluate_params(path).k
+    params = load_params(ROOT / "params.yaml")
+    assert params.finetune.lr > 0
+    assert params.mine.negatives_per_query == params.finetune.train_group_size - 1
+    assert params.embedding.pooling in ("cls", "mean")
+    assert 10 in params.evaluate.k
 
 
 def test_lr_as_dvc_writes_it_is_a_number(tmp_path: Path) -> None:
     # `dvc exp run -S lr=2e-5` writes `lr: 2e-05`, which YAML 1.1 readers return as a string.
     path = params_with(tmp_path, "lr: 1.0e-4", "lr: 2e-05")
-    assert finetune_params(path).lr == 2e-5
+    assert load_params(path).finetune.lr == 2e-5
 
 
 @pytest.mark.parametrize(
@@ -52,8 +45,15 @@ def test_lr_as_dvc_writes_it_is_a_number(tmp_path: Path) -> None:
         ("hard_ratio: 0.7", "hard_ratio: 1.5", "`mine.hard_ratio` is 1.5; expected a number >= 0.0 and <= 1.0"),
         ("hard_rank_max: 20", "hard_rank_max: 1", "`mine.hard_rank_max` is 1; expected an integer >= 2"),
         ("k: [1, 5, 10, 100]", "k: [0]", "`evaluate.k` is [0]"),
-        ("positive: bm25_passage", "positive: middle", "`mine.positive` is 'middle'; expected one of best_passage"),
+        ("positive: bm25_passage", "positive: middle",
+         "`mine.positive` is 'middle'; expected one of truncated, best_passage"),
         ("guard: best_passage", "guard: first_passage", "`mine.guard` is 'first_passage'; expected one of"),
+        # The words an older params.yaml used for the truncated document name their replacement.
+        ("positive: bm25_passage", "positive: first_passage", "`mine.positive: first_passage` is now called "
+                                                               "`truncated` (set mine.positive: truncated)"),
+        ("guard: best_passage", "guard: document", "`mine.guard: document` is now called `truncated`"),
+        ("negative_text: best_passage", "negative_text: document", "`mine.negative_text: document` is now called "
+                                                                    "`truncated`"),
         ("dataset_negative_share: 0.0", "dataset_negative_share: 2", "`mine.dataset_negative_share` is 2"),
         ("maxp: true", "maxp: false", "is a passage, which needs the passage embeddings embed makes with "
                                        "`long_documents.maxp: true`"),
@@ -64,42 +64,53 @@ def test_lr_as_dvc_writes_it_is_a_number(tmp_path: Path) -> None:
 def test_bad_values_are_named(tmp_path: Path, old: str, new: str, message: str) -> None:
     path = params_with(tmp_path, old, new)
     with pytest.raises(InputError) as caught:
-        for read in (embedding_params, finetune_params, evaluate_params, prepare_params, mine_params, encode_params):
-            read(path)
+        load_params(path)
     assert message in str(caught.value) and str(path) in str(caught.value)
 
 
 def test_missing_parameter(tmp_path: Path) -> None:
     path = params_with(tmp_path, "  temperature: 0.02\n", "")
     with pytest.raises(InputError, match="missing parameter `finetune.temperature`"):
-        finetune_params(path)
+        load_params(path)
 
 
-def test_real_experiment_preset_is_valid_and_differs_only_where_it_should() -> None:
+def test_the_preset_applied_to_params_yaml_is_a_complete_valid_params_file(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
     preset = ROOT / "presets" / "mldr-zh-bge-base.yaml"
-    for read in (embedding_params, finetune_params, evaluate_params, prepare_params, mine_params, encode_params):
-        read(preset)
-    assert embedding_params(preset).pooling == "cls" and finetune_params(preset).lr == 1e-5
-    from zh_retrieval.params import load_params
+    changes = apply_preset(preset, ROOT / "params.yaml", tmp_path / "params.yaml")
+    real = load_params(tmp_path / "params.yaml")
+    assert real.embedding.pooling == "cls" and real.finetune.lr == 1e-5 and real.dataset == "data/mldr-zh"
+    demo, applied = read_yaml(ROOT / "params.yaml"), read_yaml(tmp_path / "params.yaml")
+    assert dotted(demo).keys() == dotted(applied).keys(), "every key the pipeline reads, and no other"
+    assert {k for k, v in dotted(demo).items() if dotted(applied)[k] != v} == changes.keys()
+    assert all(dotted(demo)[k] != v for k, v in changes.items()), "a preset holds only what differs"
+    text = (tmp_path / "params.yaml").read_text(encoding="utf-8")
+    assert "# How text becomes a vector." in text, "params.yaml's comments are kept"
 
-    demo, real = load_params(ROOT / "params.yaml"), load_params(preset)
-    assert demo.keys() == real.keys(), "the preset has every section the pipeline reads"
-    for section in demo:
-        if isinstance(demo[section], dict):
-            assert demo[section].keys() == real[section].keys(), section
+
+def test_a_preset_key_params_yaml_lacks_is_named(tmp_path: Path) -> None:
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("finetune:\n  learning_rate: 1.0e-5\n", encoding="utf-8")
+    with pytest.raises(InputError, match="`finetune.learning_rate` is not a parameter of"):
+        apply_preset(preset, ROOT / "params.yaml", tmp_path / "out.yaml")
+    preset.write_text("lr: fast\n", encoding="utf-8")
+    with pytest.raises(InputError, match="gives invalid params: `lr` is 'fast'"):
+        apply_preset(preset, ROOT / "params.yaml", tmp_path / "out.yaml")
+    assert not (tmp_path / "out.yaml").exists(), "nothing is written on a bad preset"
 
 
 def test_deepspeed_config_must_be_a_tracked_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # stages run from the repository root; the path is relative to it
     path = params_with(tmp_path, "deepspeed: null", "deepspeed: configs/deepspeed_zero1.json")
-    assert finetune_params(path).deepspeed == "configs/deepspeed_zero1.json"
+    assert load_params(path).finetune.deepspeed == "configs/deepspeed_zero1.json"
     outside = tmp_path / "ds.json"
     outside.write_text("{}")
     for value, problem in [(str(outside), "a file under configs/"), ("../configs/deepspeed_zero1.json",
                                                                      "a file under configs/"),
                            ("configs/missing.json", "an existing DeepSpeed config file")]:
         with pytest.raises(InputError, match=problem):
-            finetune_params(params_with(tmp_path, "deepspeed: null", f"deepspeed: {value}"))
+            load_params(params_with(tmp_path, "deepspeed: null", f"deepspeed: {value}"))
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("deepspeed_*.json")), ids=lambda p: p.name)

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from conftest import TINY_MODEL, query_row, write_lines
 
-from zh_retrieval.errors import InputError
-from zh_retrieval.params import PrepareParams
-from zh_retrieval.prepare import load_evidence_groups, prepare
+from zh_retrieval.core.errors import InputError
+from zh_retrieval.core.params import PrepareParams
+from zh_retrieval.data.preparation import prepare
+from zh_retrieval.data.prepared import load_evidence_groups
 
 PARAMS = PrepareParams(eval_split="test")
 

@@ -5,7 +5,14 @@ from pathlib import Path
 
 from conftest import TINY_MODEL
 
-from zh_retrieval.report import at_k_rows, evidence_table, forgetting_table, render_report, results_table, revision
+from zh_retrieval.reporting.report import (
+    at_k_rows,
+    evidence_table,
+    forgetting_table,
+    render_report,
+    results_table,
+    revision,
+)
 
 METRICS = {
     "base": {"recall_at_10": 0.1, "ndcg_at_10": 0.05, "mrr_at_10": 0.04, "recall_at_100": 0.4, "recall_at_1": 0.0,

@@ -1,37 +1,43 @@
-"""Every stage in dvc.yaml depends on every project module its command runs, so an edit re-runs it.
+"""dvc.yaml's stages each depend on exactly the project code their command runs, and stages stay apart.
 
 DVC only re-runs a stage when one of its listed deps changes; a module imported but not listed
-(say errors.py under mine) would leave DVC reusing results of the old code. The imports are read
-from the source (every `import`, at top level or inside a function), followed transitively.
+(say core/errors.py under mine) would leave DVC reusing results of the old code, and a module
+listed but never run re-runs the stage for nothing. The imports are read from the source (every
+`import`, at top level or inside a function), followed transitively. A directory dep stands for
+every module in it, and is allowed only where the stage runs all of them.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
 from ruamel.yaml import YAML
 
 PACKAGE = "zh_retrieval"
-SOURCE = ROOT / "src" / PACKAGE
-STAGE_COMMAND = re.compile(rf"python -m {PACKAGE}\.(\w+)")
+SOURCE = ROOT / "src"
+STAGE_COMMAND = re.compile(rf"python -m ({PACKAGE}\.stages\.\w+)")
+
+
+def module_file(module: str) -> Path:
+    path = SOURCE / Path(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def project_imports(module: str) -> set[str]:
-    """The project modules `module` imports directly, wherever in the file the import is."""
-    tree = ast.parse((SOURCE / f"{module}.py").read_text(encoding="utf-8"))
+    """The project modules `module` imports directly (dotted names), wherever in the file the import is."""
+    tree = ast.parse(module_file(module).read_text(encoding="utf-8"))
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == PACKAGE:
-            parts = node.module.split(".")
-            if len(parts) > 1:
-                found.add(parts[1])
-            else:  # from zh_retrieval import x
-                found.update(alias.name for alias in node.names)
+            for alias in node.names:  # `from zh_retrieval.data import mldr` imports a module
+                candidate = f"{node.module}.{alias.name}"
+                found.add(candidate if module_file(candidate).is_file() else node.module)
         elif isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[1] for alias in node.names if alias.name.startswith(f"{PACKAGE}."))
+            found.update(alias.name for alias in node.names if alias.name.startswith(f"{PACKAGE}."))
     return found
 
 
@@ -51,21 +57,61 @@ def stages() -> dict[str, dict]:
     return {name: stage.get("do", stage) for name, stage in spec.items()}
 
 
+def code_files(modules: set[str]) -> set[str]:
+    """Repository paths of the modules' files; package __init__ files hold only a docstring and run nothing."""
+    return {module_file(m).relative_to(ROOT).as_posix() for m in modules if module_file(m).name != "__init__.py"}
+
+
+def listed_code(deps: list[str]) -> set[str]:
+    """The project's code files a stage's deps cover, a directory standing for every module under it."""
+    covered = set()
+    for dep in deps:
+        if dep.startswith(f"src/{PACKAGE}"):
+            path = ROOT / dep
+            files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+            covered |= {f.relative_to(ROOT).as_posix() for f in files if f.name != "__init__.py"}
+    return covered
+
+
 def test_the_import_reader_follows_imports_transitively() -> None:
-    assert {"errors", "files", "mldr", "params", "prepare", "metrics"} <= closure("prepare")
-    assert "encode" in closure("mine") and "encode" in project_imports("multidevice")
+    prepare = closure(f"{PACKAGE}.stages.prepare")
+    assert {f"{PACKAGE}.core.errors", f"{PACKAGE}.data.mldr", f"{PACKAGE}.data.preparation"} <= prepare
+    assert f"{PACKAGE}.retrieval.encode" in project_imports(f"{PACKAGE}.retrieval.multidevice")
+
+
+def test_package_init_files_only_hold_a_docstring() -> None:
+    for init in (SOURCE / PACKAGE).rglob("__init__.py"):
+        body = ast.parse(init.read_text(encoding="utf-8")).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), init
+
+
+def test_no_stage_imports_another_stage() -> None:
+    """A stage that is also a library would re-run whatever imports it when only its command line changed."""
+    for path in sorted((SOURCE / PACKAGE / "stages").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        module = f"{PACKAGE}.stages.{path.stem}"
+        others = {m for m in closure(module) if m.startswith(f"{PACKAGE}.stages.") and m != module}
+        assert not others, f"{module} imports {sorted(others)}"
+
+
+def test_every_stage_module_is_a_stage_of_the_same_name() -> None:
+    modules = {p.stem for p in (SOURCE / PACKAGE / "stages").glob("*.py") if p.name != "__init__.py"}
+    commands = {name: STAGE_COMMAND.search(spec["cmd"]) for name, spec in stages().items()}
+    assert all(commands.values()), [name for name, found in commands.items() if not found]
+    assert {name: found.group(1).rsplit(".", 1)[1] for name, found in commands.items()} == {s: s for s in stages()}
+    assert modules == set(stages())
 
 
 @pytest.mark.parametrize("stage", sorted(stages()))
 def test_stage_depends_on_every_module_it_runs(stage: str) -> None:
     spec = stages()[stage]
-    command = STAGE_COMMAND.search(spec["cmd"])
-    assert command, f"{stage}: its command does not run a {PACKAGE} module"
-    needed = {f"src/{PACKAGE}/{module}.py" for module in closure(command.group(1))} | {f"src/{PACKAGE}/__init__.py"}
-    listed = set(spec["deps"])
-    assert not needed - listed, f"{stage} runs these modules but dvc.yaml does not list them: {sorted(needed - listed)}"
-    extra = {d for d in listed if d.startswith(f"src/{PACKAGE}/")} - needed
-    assert not extra, f"{stage} lists modules it never runs (an edit to them re-runs it for nothing): {sorted(extra)}"
+    needed = code_files(closure(STAGE_COMMAND.search(spec["cmd"]).group(1)))
+    covered = listed_code(spec["deps"])
+    missing = sorted(needed - covered)
+    assert not missing, f"{stage} runs these modules but dvc.yaml does not list them: {missing}"
+    assert not covered - needed, \
+        f"{stage} lists modules it never runs (an edit to them re-runs it for nothing): {sorted(covered - needed)}"
 
 
 def test_finetune_tracks_its_deepspeed_configs() -> None:

@@ -1,1 +1,1 @@
-"""Fine-tune and evaluate Chinese text embedders for retrieval, one DVC stage per module."""
+"""Fine-tune and evaluate Chinese text embedders for retrieval: DVC stages (`stages/`) over a small library."""

@@ -21,8 +21,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from zh_retrieval.errors import InputError, run_stage
-from zh_retrieval.files import REVISION_FILE, atomic_dir, write_jsonl
+from zh_retrieval.core.errors import InputError, run_stage
+from zh_retrieval.core.files import REVISION_FILE, atomic_dir, write_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What every stage needs: errors a user can fix, atomic outputs and safe reads, and params.yaml parsed once."""

@@ -1,0 +1,1 @@
+"""The results report, the released models' cards, and per-query comparisons."""

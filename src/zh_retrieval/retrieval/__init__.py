@@ -1,0 +1,1 @@
+"""Text to vectors, vectors and words to rankings, rankings to metrics."""

@@ -1,0 +1,45 @@
+"""Fusing a BM25 run with a dense run, two ways; each fused run is scored like any other.
+
+- reciprocal rank fusion (RRF): score(d) = sum over runs of 1 / (rrf_k + rank(d)), no score scales involved;
+- weighted score fusion: w * dense + (1 - w) * bm25, each run's scores min-max normalised per query.
+A document missing from one run's top list gets nothing from that run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from zh_retrieval.retrieval.metrics import Run, ranked
+
+
+def reciprocal_rank_fusion(runs: list[Run], rrf_k: int) -> dict[str, dict[str, float]]:
+    fused: dict[str, dict[str, float]] = {}
+    for run in runs:
+        for query_id, scores in run.items():
+            target = fused.setdefault(query_id, {})
+            for rank, (docid, _) in enumerate(ranked(scores), start=1):
+                target[docid] = target.get(docid, 0.0) + 1.0 / (rrf_k + rank)
+    return fused
+
+
+def _min_max(scores: Mapping[str, float]) -> dict[str, float]:
+    if not scores:
+        return {}
+    low, high = min(scores.values()), max(scores.values())
+    span = high - low
+    return {d: (s - low) / span if span > 0 else 1.0 for d, s in scores.items()}
+
+
+def weighted_fusion(dense: Run, sparse: Run, dense_weight: float) -> dict[str, dict[str, float]]:
+    fused: dict[str, dict[str, float]] = {}
+    # dict.fromkeys, not a set: a set's order follows string hashes, which change with
+    # PYTHONHASHSEED, and the run file's query order would change from run to run.
+    for query_id in dict.fromkeys([*dense, *sparse]):
+        d, s = _min_max(dense.get(query_id, {})), _min_max(sparse.get(query_id, {}))
+        fused[query_id] = {doc: dense_weight * d.get(doc, 0.0) + (1 - dense_weight) * s.get(doc, 0.0)
+                           for doc in dict.fromkeys([*d, *s])}
+    return fused
+
+
+def top(run: Mapping[str, Mapping[str, float]], k: int) -> dict[str, dict[str, float]]:
+    return {q: dict(ranked(scores)[:k]) for q, scores in run.items()}
