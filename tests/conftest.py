@@ -96,5 +96,5 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """
     global _LOWERED
     if not _LOWERED and item.path.name != "test_pipeline.py" and hasattr(os, "nice"):
-        os.nice(10)
+        os.nice(19)
         _LOWERED = True
