@@ -91,10 +91,12 @@ def throughput(candidates: dict[str, Callable[[list[str]], np.ndarray]], texts: 
     return {name: statistics.median(values) for name, values in timings.items()}
 
 
-def sample_ndcg(precision: str) -> float:
-    """nDCG@10 of the tiny model on the sample's test queries, encoding at `precision`."""
+def sample_ndcg(precision: str, max_length: int) -> float:
+    """nDCG@10 of the tiny model on the sample's test queries, encoding documents at `precision`, truncated
+    at `max_length` tokens."""
     model = ROOT / "output" / "finetuned" if (ROOT / "output" / "finetuned" / "config.json").is_file() else TINY
-    embedding = EmbeddingParams(pooling="mean", query_instruction=INSTRUCTION, query_max_len=64, passage_max_len=512)
+    embedding = EmbeddingParams(pooling="mean", query_instruction=INSTRUCTION, query_max_len=64,
+                                passage_max_len=max_length)
     with tempfile.TemporaryDirectory() as tmp:
         # The sample records where each query's evidence lies, which takes the model's tokenizer to place.
         prepare(SAMPLE, Path(tmp) / "prepared", PrepareParams(eval_split="test"), model, embedding.passage_max_len)
@@ -136,7 +138,7 @@ def main() -> None:
     for name, rate in rates.items():
         cosine = float(np.mean(np.sum(outputs[name] * reference, axis=1)))
         print(f"{name:<32} {rate:9.2f}  {cosine:.6f}")
-    ndcg_fp32, ndcg_auto = sample_ndcg("fp32"), sample_ndcg("auto")
+    ndcg_fp32, ndcg_auto = sample_ndcg("fp32", args.max_length), sample_ndcg("auto", args.max_length)
     print(f"sample nDCG@10 (tiny model): fp32 {ndcg_fp32:.4f}, auto {ndcg_auto:.4f}, "
           f"difference {ndcg_auto - ndcg_fp32:+.4f}")
     print(f"peak_rss_mib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")

@@ -99,8 +99,8 @@ def committed_tolerance(key: str, committed: dict) -> float:
 
 
 def ran(log: str) -> set[str]:
-    """The stages a `dvc repro` / `dvc exp run` log says it ran."""
-    return set(re.findall(r"Running stage '([^']+)'", log))
+    """The stages a `dvc repro` / `dvc exp run` log says it ran, or restored from the run-cache instead."""
+    return {run or cached for run, cached in re.findall(r"Running stage '([^']+)'|Stage '([^']+)' is cached", log)}
 
 
 def git_files() -> list[str]:
@@ -288,12 +288,42 @@ def test_a_failed_experiment_loses_nothing(repo: Path, setting: str, message: st
     assert "up to date" in sh("dvc", "status", cwd=repo)
 
 
-def test_the_readme_experiment_reruns_training_and_what_follows_only(repo: Path) -> None:
-    """`dvc exp run -S lr=2e-5`, on a tenth of an epoch: which stages re-run is the point here."""
-    log = sh("dvc", "exp", "run", "-S", "lr=2e-5", "-S", "finetune.epochs=0.1", cwd=repo)
-    assert ran(log) == {"check_params", "finetune", "embed@finetuned", "evaluate@finetuned", "evaluate_hybrid",
-                        "merge", "embed@merged", "evaluate@merged", "evaluate_general@finetuned",
-                        "evaluate_general@merged", "package@finetuned", "package@merged", "report"}, log
+def downstream(repo: Path, stages: set[str]) -> set[str]:
+    """The stages that depend, through outputs, on any of `stages` (dvc dag's edges)."""
+    edges = re.findall(r'"([^"]+)" -> "([^"]+)"', sh("dvc", "dag", "--dot", cwd=repo))
+    found, todo = set(), list(stages)
+    while todo:
+        stage = todo.pop()
+        for upstream, down in edges:
+            if upstream == stage and down not in found:
+                found.add(down)
+                todo.append(down)
+    return found
+
+
+README_EXPERIMENT = {"check_params", "finetune", "embed@finetuned", "evaluate@finetuned", "evaluate_hybrid", "merge",
+                     "embed@merged", "evaluate@merged", "evaluate_general@finetuned", "evaluate_general@merged",
+                     "package@finetuned", "package@merged", "report"}
+
+
+def test_the_readme_experiment_reruns_training_and_what_reads_it_only(repo: Path) -> None:
+    """`-S lr=2e-5` changes the stages that read `lr`, and through their outputs what follows them; nothing
+    upstream. (check_params reads every param, but its output is the same bytes, so nothing follows it.)"""
+    params = (repo / "params.yaml").read_text(encoding="utf-8")
+    (repo / "params.yaml").write_text(params.replace("lr: 1.0e-4", "lr: 2e-05"), encoding="utf-8")
+    try:
+        changed = set(json.loads(sh("dvc", "status", "--json", cwd=repo).splitlines()[-1]))
+    finally:
+        (repo / "params.yaml").write_text(params, encoding="utf-8")
+    assert changed == {"check_params", "finetune", "package@finetuned", "package@merged", "report"}
+    assert changed | downstream(repo, changed - {"check_params"}) == README_EXPERIMENT
+
+
+def test_the_readme_experiment_trains_with_its_lr_and_shows_in_metrics_diff(repo: Path) -> None:
+    """`dvc exp run -S lr=2e-5`, on a tenth of an epoch and up to the fine-tuned evaluation (the stages
+    after it are the previous test's point): DVC runs exactly what the change and the target need."""
+    log = sh("dvc", "exp", "run", "-S", "lr=2e-5", "-S", "finetune.epochs=0.1", "evaluate@finetuned", cwd=repo)
+    assert ran(log) == {"check_params", "finetune", "embed@finetuned", "evaluate@finetuned"}, log
     training_args = json.loads((repo / "output/finetuned/training_args.json").read_text())
     assert training_args["learning_rate"] == 2e-5
 
