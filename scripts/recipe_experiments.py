@@ -38,7 +38,7 @@ EXPERIMENTS: dict[str, dict[str, list[str]]] = {  # experiment => arm => -S over
         "off": ['embedding.query_instruction=""', "mine.false_negative_margin=null", *EARLIER_MINING],
     },
     "long-document mining, guard on": {
-        "first passage, document guard (earlier)": [GUARD, *EARLIER_MINING],
+        "truncated positive, truncated guard (earlier)": [GUARD, *EARLIER_MINING],
         "truncated positive, passage guard": [GUARD, "mine.positive=truncated", "mine.guard=best_passage"],
         "best passage, passage guard": [GUARD, "mine.positive=best_passage", "mine.guard=best_passage",
                                         "mine.negative_text=truncated"],
@@ -51,7 +51,7 @@ EXPERIMENTS: dict[str, dict[str, list[str]]] = {  # experiment => arm => -S over
 RUN_NAMES = {arm: name for name, arm in (
     ("guard-hard07", "hard_ratio 0.7"), ("guard-hard0", "hard_ratio 0 (random only)"),
     ("instr-on", "on (train and evaluate)"), ("instr-off", "off"),
-    ("lp-before", "first passage, document guard (earlier)"), ("lp-guard", "truncated positive, passage guard"),
+    ("lp-before", "truncated positive, truncated guard (earlier)"), ("lp-guard", "truncated positive, passage guard"),
     ("lp-best", "best passage, passage guard"), ("lp-best-negp", "best passage, passage guard, passage negatives"),
     ("lp-bm25-negp", "BM25's passage, passage guard, passage negatives"),
 )}

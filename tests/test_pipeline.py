@@ -249,8 +249,8 @@ def test_committed_metrics_are_what_this_code_produces(repo: Path, name: str) ->
 def test_a_second_run_on_this_machine_changes_no_output(repo: Path) -> None:
     """Forcing the stages that order strings again, under another hash seed, changes no output hash in
     dvc.lock and no metrics file. The stages left out compute from tensors in file order, and have their
-    own reruns on smaller inputs: finetune and evaluate_hybrid in test_determinism, merge in test_merge,
-    embedding in test_embedding."""
+    own reruns on smaller inputs: finetune in test_determinism, merge in test_merge, embed in
+    test_embedding."""
     sh("git", "add", "-A", cwd=repo)
     # Empty where this machine reproduced the committed results byte for byte.
     sh("git", "commit", "-q", "--allow-empty", "-m", "results", cwd=repo)

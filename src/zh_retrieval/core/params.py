@@ -172,7 +172,7 @@ class MineParams:
     false_negative_margin: float | None  # skip candidates scoring above (1 - margin) x the positive's; None: off
     positive: Positive  # which text of the positive document trains
     guard: PassageChoice  # which scores rank and guard candidates: their truncated document or best passage
-    negative_text: PassageChoice  # the text a mined or dataset negative contributes (random ones: any passage)
+    negative_text: PassageChoice  # the text a negative contributes; best_passage: a random one's is any passage
     dataset_negative_share: float  # share of the negatives taken from the dataset's own, sampled with the seed
     max_share_without_hard: float  # stop when more than this share of queries end up with no hard negative
 

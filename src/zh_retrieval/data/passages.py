@@ -38,11 +38,8 @@ def split_into_passages(tokenizer: PreTrainedTokenizerBase, text: str, max_lengt
 
 def split_many(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, overlap: int
                ) -> list[list[str]]:
-    """`split_into_passages` of each text, tokenized in batches: ~2x faster on 2 cores, more on more.
-
-    MLDR zh's 200,000 documents of ~4,250 characters take ~10 ms each one by one (what embed
-    and mine used to do); the fast tokenizer spreads a batch over every core.
-    """
+    """`split_into_passages` of each text, tokenized in batches: the fast tokenizer spreads a batch
+    over every core, where one text at a time keeps one core busy (docs/speed-and-memory.md)."""
     window = max_length - tokenizer.num_special_tokens_to_add(pair=False)
     if window <= overlap:
         raise ValueError(f"overlap {overlap} must be smaller than the {window}-token window")

@@ -55,7 +55,7 @@ class Passages:
 
     vectors: np.ndarray  # one unit vector per passage
     doc_start: np.ndarray  # passage rows of document row r: doc_start[r] .. doc_start[r + 1] - 1
-    texts: PassageTexts | None  # None: vectors only, for choosing passages without writing their text
+    texts: PassageTexts | None  # None: vectors only; train.jsonl's passage texts and BM25 positives need them
 
     @property
     def owners(self) -> np.ndarray:

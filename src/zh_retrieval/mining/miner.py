@@ -66,7 +66,8 @@ def mine(
                                            frozenset(documents[r] for r in positive_rows))
         picked = QueryNegatives(rng, params, docids, documents, query_vector, passages, set(positive_rows))
         total = params.negatives_per_query
-        picked.add_dataset([row_of[d] for d in query.negative_ids], round(params.dataset_negative_share * total),
+        dataset_wanted = round(params.dataset_negative_share * total)
+        picked.add_dataset([row_of[d] for d in query.negative_ids] if dataset_wanted else [], dataset_wanted,
                            guard, threshold)
         hard_wanted = round(params.hard_ratio * (total - len(picked.negatives)))
         picked.add_hard(scores[qi], rows[qi], hard_wanted, guard, threshold)

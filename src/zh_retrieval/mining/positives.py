@@ -1,6 +1,6 @@
 """The text of each positive document that trains (`mine.positive`).
 
-An MLDR question may be about any part of a 4,000-character document, and its first 512 tokens
+An MLDR question may be about any part of a long document, and its first 512 tokens
 often do not hold the answer: `truncated` trains on the document as the trainer truncates it
 (passage 0), `best_passage` on the passage the base model scores highest for the query, and
 `bm25_passage` on the passage BM25 scores highest.

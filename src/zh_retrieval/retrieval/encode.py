@@ -48,7 +48,7 @@ def cpu_has_native_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """"auto": bf16 where the hardware does it natively (GPUs from Ampere on, CPUs with AVX512-BF16 or AMX).
 
-    There bf16 autocast is faster than fp32 at a cosine to fp32 within 1e-4 (benchmarks/encode.py,
+    There bf16 autocast is faster than fp32, with vectors close to fp32's (benchmarks/encode.py,
     docs/speed-and-memory.md); elsewhere bf16 is emulated and slower, so fp32. The choice moves the
     vectors, and so the metrics, so every stage that encodes records the precision it used.
     """

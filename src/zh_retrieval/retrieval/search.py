@@ -42,7 +42,7 @@ def maxp_search(passage_vectors: np.ndarray, passage_doc: np.ndarray, query_vect
 
     `passage_doc[i]` is the document row of passage i; each document's passages are contiguous
     and in document order. Exact: every passage is scored, `batch_size` queries at a time.
-    Passage vectors may be fp16 (as embed stores them, half of fp32's memory at MLDR's 1.9 M
+    Passage vectors may be fp16 (as embed stores them, half of fp32's memory at MLDR's ~2 M
     passages); they are widened to fp32 `passage_block` passages at a time, so the products run
     in fp32 BLAS and no fp32 copy of the whole matrix is ever held.
     """

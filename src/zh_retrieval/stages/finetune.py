@@ -63,7 +63,7 @@ def main() -> None:
     processes = params.nproc_per_node or max(len(gpus), 1)
     if processes > 1 and not launched_by_torchrun:
         command = [sys.executable, "-m", "torch.distributed.run", *torchrun_arguments(processes),
-                   "-m", __spec__.name, *sys.argv[1:]]
+                   "-m", "zh_retrieval.stages.finetune", *sys.argv[1:]]
         logger.info("launching %s", " ".join(command))
         sys.exit(subprocess.run(command, check=False).returncode)
     train(args.base_model, args.train_file, args.out_dir, embedding, params, args.log_dir, verbose)
