@@ -36,7 +36,7 @@ def maxp_metrics(model_dir: Path, precision: str, params_file: Path, work: Path)
     embedding, long_documents = params.embedding, params.long_documents
     corpus = load_corpus(ROOT / params.dataset)
     prepare(ROOT / params.dataset, work / "prepared", params.prepare, model_dir, embedding.passage_max_len)
-    queries, qrels = load_eval_queries(work / "prepared")
+    queries, qrels = load_eval_queries(work / "prepared" / "test")
     embedder = load_embedder(model_dir, embedding.pooling, precision)
     docids = list(corpus)
     pieces = split_many(embedder.tokenizer, [corpus[d] for d in docids], embedding.passage_max_len,

@@ -70,7 +70,8 @@ def dictionary_words() -> tuple[np.ndarray, np.ndarray]:
 
 def generate_dataset(out_dir: Path, documents: int, train_queries: int = TRAIN_QUERIES,
                      test_queries: int = TEST_QUERIES, seed: int = 0) -> np.ndarray:
-    """Write corpus.jsonl, train.jsonl and test.jsonl; returns each document's length in characters."""
+    """Write corpus.jsonl and train, dev and test.jsonl (dev a quarter of test's size, as MLDR zh's 200 to 800);
+    returns each document's length in characters."""
     rng = np.random.default_rng(seed)
     words, probabilities = dictionary_words()
     mean_word = float(np.dot(probabilities, [len(w) for w in words]))
@@ -78,7 +79,9 @@ def generate_dataset(out_dir: Path, documents: int, train_queries: int = TRAIN_Q
     out_dir.mkdir(parents=True)
     lengths = np.empty(documents, dtype=np.int64)
     spans: dict[int, str] = {}
-    query_docs = rng.choice(documents, size=train_queries + test_queries, replace=documents < 2 * train_queries)
+    dev_queries = max(1, test_queries // 4)
+    query_docs = rng.choice(documents, size=train_queries + dev_queries + test_queries,
+                            replace=documents < 2 * train_queries)
     wanted = set(query_docs.tolist())
     with (out_dir / "corpus.jsonl").open("w", encoding="utf-8") as f:
         for i in range(documents):
@@ -89,7 +92,9 @@ def generate_dataset(out_dir: Path, documents: int, train_queries: int = TRAIN_Q
             if i in wanted:
                 spans[i] = text
             f.write(json.dumps({"docid": f"doc-{i}", "text": text}, ensure_ascii=False) + "\n")
-    for split, docs in (("train", query_docs[:train_queries]), ("test", query_docs[train_queries:])):
+    splits = (("train", query_docs[:train_queries]), ("dev", query_docs[train_queries : train_queries + dev_queries]),
+              ("test", query_docs[train_queries + dev_queries :]))
+    for split, docs in splits:
         with (out_dir / f"{split}.jsonl").open("w", encoding="utf-8") as f:
             for n, doc in enumerate(docs.tolist()):
                 text = spans[doc]
@@ -140,7 +145,7 @@ def write_embeddings(out_dir: Path, dataset: Path, counts: np.ndarray, seed: int
     np.save(out_dir / VECTORS, np.asarray(passages[starts[:-1]], dtype=np.float32))
     (out_dir / DOCIDS).write_text("".join(f"doc-{i}\n" for i in range(len(counts))), encoding="utf-8")
     (out_dir / ENCODING).write_text(json.dumps({"precision": "fp32"}), encoding="utf-8")
-    for split, noise in (("train", 1.0), ("test", 1.0), ("test-base", 1.5)):
+    for split, noise in (("train", 1.0), ("dev", 1.0), ("test", 1.0), ("dev-base", 1.5), ("test-base", 1.5)):
         rows = [json.loads(line) for line in (dataset / f"{split.split('-')[0]}.jsonl").open(encoding="utf-8")]
         docs = np.array([int(r["positive_passages"][0]["docid"].split("-")[1]) for r in rows])
         picked = starts[docs] + rng.integers(0, counts[docs])
@@ -210,14 +215,18 @@ def stage_evaluate(work: Path, model: str) -> None:
     from zh_retrieval.data.prepared import load_eval_queries, load_evidence_groups
     from zh_retrieval.retrieval.evaluation import score_vectors
 
-    queries, qrels = load_eval_queries(work / "prepared")
     docids, corpus_vectors = load_corpus_embeddings(work / "embeddings")
-    vectors = np.load(work / "embeddings" / ("queries-test-base.npy" if model == "base" else "queries-test.npy"))
     passages = load_passage_embeddings(work / "embeddings")
-    metrics = score_vectors(list(queries), vectors, docids, corpus_vectors, passages, qrels, work / "eval" / model,
-                            load_params(work / "params.yaml").evaluate, model, load_evidence_groups(work / "prepared"))
-    metrics.update(query_precision="fp32", corpus_precision="fp32", query_instruction="")
-    (work / "metrics" / f"{model}.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+    for split in ("dev", "test"):
+        queries, qrels = load_eval_queries(work / "prepared" / split)
+        vectors = np.load(work / "embeddings" / (f"queries-{split}-base.npy" if model == "base"
+                                                  else f"queries-{split}.npy"))
+        metrics = score_vectors(list(queries), vectors, docids, corpus_vectors, passages, qrels,
+                                work / "eval" / model / split, load_params(work / "params.yaml").evaluate, model,
+                                load_evidence_groups(work / "prepared" / split))
+        metrics.update(query_precision="fp32", corpus_precision="fp32", query_instruction="")
+        (work / "metrics" / split).mkdir(parents=True, exist_ok=True)
+        (work / "metrics" / split / f"{model}.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
 
 
 def stage_generate(work: Path, documents: int, train_queries: int, test_queries: int) -> None:
@@ -246,13 +255,13 @@ def run_size(documents: int, work: Path, train_queries: int = TRAIN_QUERIES, tes
         ("prepare", ["-m", "zh_retrieval.stages.prepare", str(dataset), str(work / "prepared"),
                      "--params", str(params)]),
         ("evaluate_bm25", ["-m", "zh_retrieval.stages.evaluate_bm25", str(dataset), str(work / "prepared"),
-                           str(work / "eval" / "bm25"), str(work / "metrics" / "bm25.json"), "--params", str(params)]),
+                           str(work / "eval" / "bm25"), str(work / "metrics"), "--params", str(params)]),
         ("mine", [*me, "--stage", "mine", str(work)]),
         ("mine's search with guard: truncated", [*me, "--stage", "document-search", str(work)]),
         ("evaluate base (MaxP)", [*me, "--stage", "evaluate-base", str(work)]),
         ("evaluate fine-tuned (MaxP)", [*me, "--stage", "evaluate-finetuned", str(work)]),
-        ("evaluate_hybrid", ["-m", "zh_retrieval.stages.evaluate_hybrid", str(work / "eval" / "bm25" / "run.trec"),
-                             str(work / "eval" / "finetuned" / "run.trec"), str(work / "prepared"),
+        ("evaluate_hybrid", ["-m", "zh_retrieval.stages.evaluate_hybrid", str(work / "eval" / "bm25"),
+                             str(work / "eval" / "finetuned"), str(work / "prepared"),
                              str(work / "eval" / "hybrid"), str(work / "metrics"), "--params", str(params)]),
         ("report", ["-m", "zh_retrieval.stages.report", str(work / "metrics"), str(work / "eval"),
                     str(work / "report.md"), str(work / "plots"), "--params", str(params)]),
@@ -262,7 +271,7 @@ def run_size(documents: int, work: Path, train_queries: int = TRAIN_QUERIES, tes
         seconds, gib = run_child(args)
         results.append((name, seconds, gib))
         print(f"  {name:<28} {seconds:8.1f} s {gib:8.2f} GiB", flush=True)
-    bm25 = json.loads((work / "metrics" / "bm25.json").read_text(encoding="utf-8"))
+    bm25 = json.loads((work / "metrics" / "test" / "bm25.json").read_text(encoding="utf-8"))
     mine = json.loads((work / "metrics" / "mine.json").read_text(encoding="utf-8"))
     print(f"  (BM25 nDCG@10 {bm25['ndcg_at_10']:.3f}; mine: {mine['queries_without_hard']} of "
           f"{train_queries:,} queries without a hard negative)", flush=True)

@@ -12,7 +12,8 @@ written for its users.
 Each help page with enough Chinese text becomes a document: its title and its text, less the
 page's first paragraph. That first paragraph's first sentence, which says what the page is for
 (「导航」栏包含用于编辑数据库表或控制数据视图的各种图标), becomes a query whose one relevant document
-is the page. A seeded sample of the queries forms test.jsonl; every qualifying page stays in the
+is the page. A seeded sample of the queries forms test.jsonl, then a second one of the pages left
+forms dev.jsonl (where choices such as the merge weight are read); every sampled page stays in the
 corpus. The text is MPL-2.0 (data/general/LICENSE); the output is deterministic for a given .deb
 and seed.
 """
@@ -123,24 +124,30 @@ def package_version(deb: Path) -> str:
                           text=True).stdout.strip()
 
 
-def build(deb: Path, out_dir: Path, test_queries: int, corpus_size: int, seed: int) -> dict[str, int]:
+def build(deb: Path, out_dir: Path, test_queries: int, dev_queries: int, corpus_size: int, seed: int
+          ) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
         pages = read_pages(Path(tmp))
         copyright_text = (Path(tmp) / "usr/share/doc/libreoffice-help-zh-cn/copyright").read_text(encoding="utf-8")
     rng = random.Random(seed)
     corpus = sorted(rng.sample(pages, min(corpus_size, len(pages))), key=lambda p: p.docid)
-    queries = sorted(rng.sample(corpus, min(test_queries, len(corpus))), key=lambda p: p.docid)
+    test = sorted(rng.sample(corpus, min(test_queries, len(corpus))), key=lambda p: p.docid)
+    # Drawn after test with the same generator, so adding dev left the corpus and test unchanged.
+    unused = [page for page in corpus if page not in test]
+    dev = sorted(rng.sample(unused, min(dev_queries, len(unused))), key=lambda p: p.docid)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "corpus.jsonl", [{"docid": page.docid, "text": page.text} for page in corpus])
-    write_jsonl(out_dir / "test.jsonl", [
-        {"query_id": f"q-{page.docid}", "query": page.lead,
-         "positive_passages": [{"docid": page.docid, "text": page.text}], "negative_passages": []}
-        for page in queries
-    ])
+    for split, pages_of_split in (("test", test), ("dev", dev)):
+        write_jsonl(out_dir / f"{split}.jsonl", [
+            {"query_id": f"q-{page.docid}", "query": page.lead,
+             "positive_passages": [{"docid": page.docid, "text": page.text}], "negative_passages": []}
+            for page in pages_of_split
+        ])
     (out_dir / "LICENSE").write_text(LICENSE_TEXT.format(version=package_version(deb), copyright=copyright_text),
                                      encoding="utf-8")
-    counts = {"pages_qualifying": len(pages), "corpus": len(corpus), "test_queries": len(queries)}
+    counts = {"pages_qualifying": len(pages), "corpus": len(corpus), "test_queries": len(test),
+              "dev_queries": len(dev)}
     logger.info("general set %s: %s", out_dir, counts)
     return counts
 
@@ -151,10 +158,11 @@ def main() -> None:
     parser.add_argument("deb", type=Path, help="libreoffice-help-zh-cn_*.deb")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--test-queries", type=int, default=200)
+    parser.add_argument("--dev-queries", type=int, default=200)
     parser.add_argument("--corpus-size", type=int, default=600)
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args()
-    build(args.deb, args.out_dir, args.test_queries, args.corpus_size, args.seed)
+    build(args.deb, args.out_dir, args.test_queries, args.dev_queries, args.corpus_size, args.seed)
 
 
 if __name__ == "__main__":

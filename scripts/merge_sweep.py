@@ -26,10 +26,10 @@ from recipe_experiments import ROOT, experiment_metrics, value  # noqa: E402
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 CSV = ROOT / "docs" / "merge-sweep.csv"
-COLUMNS = [  # (header, metrics file, path inside it)
-    ("domain_ndcg_at_10", "merged", ("ndcg_at_10",)),
-    ("domain_maxp_ndcg_at_10", "merged", ("maxp", "ndcg_at_10")),
-    ("general_ndcg_at_10", "general_merged", ("ndcg_at_10",)),
+COLUMNS = [  # (header, metrics file, path inside it): dev, where the weight is chosen
+    ("domain_ndcg_at_10", "dev/merged", ("ndcg_at_10",)),
+    ("domain_maxp_ndcg_at_10", "dev/merged", ("maxp", "ndcg_at_10")),
+    ("general_ndcg_at_10", "dev/general_merged", ("ndcg_at_10",)),
 ]
 
 

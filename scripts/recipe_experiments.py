@@ -3,12 +3,14 @@
     python scripts/recipe_experiments.py run               # 27 runs as temporary experiments (~2 h on 2 cores)
     python scripts/recipe_experiments.py run --only "long-document mining, guard on"   # 15 of them
     python scripts/recipe_experiments.py run --arm lp-bm25-negp                        # one arm, 3 seeds
+    python scripts/recipe_experiments.py run --only "guard reference"                  # 6 runs (~25 min)
     python scripts/recipe_experiments.py table > out.md    # their tables, from `dvc exp show --json`
 
 Each run is `dvc exp run --temp -n <name> -S ...` on top of the committed params.yaml, so the
 workspace is left alone and `dvc exp show` lists them all. MaxP against truncation needs no run
 of its own: every evaluation scores both. `table` prints, per experiment, one row per seed and
-the mean with the sample standard deviation, split by where the evidence lies.
+the mean with the sample standard deviation, split by where the evidence lies, all on dev: the
+split choices are read on (test is reported once, by the pipeline's own run).
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ EXPERIMENTS: dict[str, dict[str, list[str]]] = {  # experiment => arm => -S over
         "BM25's passage, passage guard, passage negatives": [
             GUARD, "mine.positive=bm25_passage", "mine.guard=best_passage", "mine.negative_text=best_passage"],
     },
+    # What the guard holds candidates against, on the committed recipe (BM25's passage trains).
+    "guard reference": {
+        "the passage that trains (trained_positive)": ["mine.guard_reference=trained_positive"],
+        "the positive's best passage (positive_document)": ["mine.guard_reference=positive_document"],
+    },
 }
 RUN_NAMES = {arm: name for name, arm in (
     ("guard-hard07", "hard_ratio 0.7"), ("guard-hard0", "hard_ratio 0 (random only)"),
@@ -54,6 +61,8 @@ RUN_NAMES = {arm: name for name, arm in (
     ("lp-before", "truncated positive, truncated guard (earlier)"), ("lp-guard", "truncated positive, passage guard"),
     ("lp-best", "best passage, passage guard"), ("lp-best-negp", "best passage, passage guard, passage negatives"),
     ("lp-bm25-negp", "BM25's passage, passage guard, passage negatives"),
+    ("gref-trained", "the passage that trains (trained_positive)"),
+    ("gref-document", "the positive's best passage (positive_document)"),
 )}
 
 
@@ -74,7 +83,8 @@ def run_all(only: list[str] | None = None, arms_only: list[str] | None = None) -
 
 
 def experiment_metrics() -> dict[str, dict[str, Any]]:
-    """run name => {"base": ..., "finetuned": ..., "bm25": ...} metrics, for every experiment DVC knows."""
+    """run name => {"dev/base": ..., "test/finetuned": ..., "mine": ...} (metrics files by their path under
+    metrics/, without .json), for every experiment DVC knows."""
     shown = json.loads(subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"], cwd=ROOT,
                                       check=True, capture_output=True, text=True).stdout)
     found = {}
@@ -87,7 +97,8 @@ def experiment_metrics() -> dict[str, dict[str, Any]]:
                     continue
                 data = data.get("metrics", {})
                 if name and data:
-                    found[name] = {Path(path).stem: values.get("data", {}) for path, values in data.items()}
+                    found[name] = {Path(path).relative_to("metrics").with_suffix("").as_posix(): values.get("data", {})
+                                   for path, values in data.items()}
     return found
 
 
@@ -98,14 +109,14 @@ def cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f}{spread}"
 
 
-COLUMNS = [  # (header, metrics file, path inside it)
-    ("fine-tuned nDCG@10", "finetuned", ("ndcg_at_10",)),
-    ("evidence in first passage", "finetuned", ("by_evidence", "first_passage", "ndcg_at_10")),
-    ("evidence later", "finetuned", ("by_evidence", "later", "ndcg_at_10")),
-    ("fine-tuned MaxP nDCG@10", "finetuned", ("maxp", "ndcg_at_10")),
-    ("MaxP, evidence in first passage", "finetuned", ("maxp", "by_evidence", "first_passage", "ndcg_at_10")),
-    ("MaxP, evidence later", "finetuned", ("maxp", "by_evidence", "later", "ndcg_at_10")),
-    ("base nDCG@10", "base", ("ndcg_at_10",)),
+COLUMNS = [  # (header, metrics file, path inside it): dev, where choices are read
+    ("fine-tuned nDCG@10", "dev/finetuned", ("ndcg_at_10",)),
+    ("evidence in first passage", "dev/finetuned", ("by_evidence", "first_passage", "ndcg_at_10")),
+    ("evidence later", "dev/finetuned", ("by_evidence", "later", "ndcg_at_10")),
+    ("fine-tuned MaxP nDCG@10", "dev/finetuned", ("maxp", "ndcg_at_10")),
+    ("MaxP, evidence in first passage", "dev/finetuned", ("maxp", "by_evidence", "first_passage", "ndcg_at_10")),
+    ("MaxP, evidence later", "dev/finetuned", ("maxp", "by_evidence", "later", "ndcg_at_10")),
+    ("base nDCG@10", "dev/base", ("ndcg_at_10",)),
 ]
 
 

@@ -14,7 +14,8 @@ from zh_retrieval.mining.miner import mine
 
 PARAMS = MineParams(seed=3, negatives_per_query=3, hard_ratio=1.0, hard_rank_min=2, hard_rank_max=4,
                     random_rank_min=8, false_negative_margin=0.0, positive="truncated", guard="truncated",
-                    negative_text="truncated", dataset_negative_share=0.0, max_share_without_hard=1.0)
+                    negative_text="truncated", guard_reference="positive_document", dataset_negative_share=0.0,
+                    max_share_without_hard=1.0)
 
 
 def project_params(**sections) -> Params:

@@ -31,7 +31,8 @@ def test_scale_benchmark_runs_every_stage_on_a_small_synthetic_corpus(tmp_path: 
     assert len(np.unique(passage_doc)) == 150 and len(passage_doc) > 1_000
     mined = [json.loads(line) for line in (work / "mined" / "train.jsonl").open(encoding="utf-8")]
     assert len(mined) == 50 and all(len(row["neg"]) == 7 for row in mined)
-    assert json.loads((work / "metrics" / "bm25.json").read_text())["num_corpus"] == 150
+    assert json.loads((work / "metrics" / "test" / "bm25.json").read_text())["num_corpus"] == 150
+    assert json.loads((work / "metrics" / "dev" / "base.json").read_text())["num_queries"] == 5
     assert (work / "report.md").read_text(encoding="utf-8").startswith("# Results")
 
 

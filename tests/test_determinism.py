@@ -41,29 +41,33 @@ def write_run(path: Path, run: dict[str, dict[str, float]], tag: str) -> Path:
 
 def test_hybrid_outputs_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
     query_ids = [f"query-{n}" for n in range(40)]
-    prepared = tmp_path / "prepared"
-    prepared.mkdir()
-    write_lines(prepared / "queries.jsonl", [{"query_id": q, "query": f"问题{q}"} for q in query_ids])
-    (prepared / "qrels.tsv").write_text("".join(f"{q} 0 doc-{n % 7} 1\n" for n, q in enumerate(query_ids)))
-    # Each run misses some queries, so the fused query set is a union of the two.
-    dense = {q: {f"doc-{(n + i) % 9}": 1.0 - i / 10 for i in range(5)} for n, q in enumerate(query_ids) if n % 5}
-    sparse = {q: {f"doc-{(n * 3 + i) % 11}": 20.0 - i for i in range(5)} for n, q in enumerate(query_ids) if n % 3}
-    dense_run = write_run(tmp_path / "dense.trec", dense, "dense")
-    sparse_run = write_run(tmp_path / "bm25.trec", sparse, "bm25")
+    prepared, bm25_dir, dense_dir = tmp_path / "prepared", tmp_path / "bm25", tmp_path / "dense"
+    for split in ("dev", "test"):
+        (prepared / split).mkdir(parents=True)
+        write_lines(prepared / split / "queries.jsonl", [{"query_id": q, "query": f"问题{q}"} for q in query_ids])
+        (prepared / split / "qrels.tsv").write_text("".join(f"{q} 0 doc-{n % 7} 1\n" for n, q in enumerate(query_ids)))
+        # Each run misses some queries, so the fused query set is a union of the two.
+        dense = {q: {f"doc-{(n + i) % 9}": 1.0 - i / 10 for i in range(5)} for n, q in enumerate(query_ids) if n % 5}
+        sparse = {q: {f"doc-{(n * 3 + i) % 11}": 20.0 - i for i in range(5)} for n, q in enumerate(query_ids) if n % 3}
+        (dense_dir / split / "maxp").mkdir(parents=True)
+        (bm25_dir / split).mkdir(parents=True)
+        write_run(dense_dir / split / "maxp" / "run.trec", dense, "dense")
+        write_run(bm25_dir / split / "run.trec", sparse, "bm25")
 
     outputs = []
     for seed in HASH_SEEDS:
         out, metrics = tmp_path / f"hybrid-{seed}", tmp_path / f"metrics-{seed}"
-        run_stage("evaluate_hybrid", sparse_run, dense_run, prepared, out, metrics, "--params", ROOT / "params.yaml",
+        run_stage("evaluate_hybrid", bm25_dir, dense_dir, prepared, out, metrics, "--params", ROOT / "params.yaml",
                    hash_seed=seed)
         outputs.append({**files(out), **files(metrics)})
-    assert outputs[0].keys() == {"rrf/run.trec", "rrf/per_query.jsonl", "weighted/run.trec",
-                                 "weighted/per_query.jsonl", "hybrid_rrf.json", "hybrid_weighted.json"}
+    assert outputs[0].keys() == {f"{split}/{path}" for split in ("dev", "test") for path in (
+        "rrf/run.trec", "rrf/per_query.jsonl", "weighted/run.trec", "weighted/per_query.jsonl", "hybrid_rrf.json",
+        "hybrid_weighted.json")} | {"hybrid_grid.json"}
     assert outputs[0] == outputs[1]
 
 
 def test_finetune_is_byte_reproducible(tmp_path: Path) -> None:
-    params = write_params(tmp_path / "params.yaml", {"finetune.epochs": 1, "finetune.per_device_batch_size": 4,
+    params = write_params(tmp_path / "params.yaml", {"finetune.epochs": 1, "finetune.batch_size": 4,
                                                      "finetune.train_group_size": 3, "embedding.passage_max_len": 48,
                                                      "long_documents.overlap": 8})
     corpus = [json.loads(line)["text"] for line in (ROOT / "data/sample/corpus.jsonl").open(encoding="utf-8")][:40]

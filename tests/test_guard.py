@@ -60,6 +60,18 @@ def test_passage_guard_compares_with_the_best_passage_not_the_truncated_document
         assert {n.docid for n in new.negatives if n.source == "hard"} <= {f"d{i}" for i in (1, 2, 3, 4, 5, 7, 8, 9, 10)}
 
 
+def test_guard_holds_candidates_against_the_passage_that_trains() -> None:
+    later = {6: [0.01]}  # the positive d6 trains on passage 0 (7th), while its best passage ranks 2nd
+    params = replace(PASSAGE_GUARD, hard_rank_max=10, positive="truncated")
+    document = run_passages("d6", replace(params, guard_reference="positive_document"), later)
+    assert document.skipped_false_negatives == 0, "d1..d5 lie below the positive document's best passage"
+    assert {n.docid for n in document.negatives if n.source == "hard"} & {"d1", "d2", "d3", "d4", "d5"}
+    for seed in range(5):
+        trained = run_passages("d6", replace(params, guard_reference="trained_positive", seed=seed), later)
+        assert trained.skipped_false_negatives == 5, "d1..d5 score above passage 0, the text written as pos"
+        assert not {n.docid for n in trained.negatives if n.source == "hard"} & {"d1", "d2", "d3", "d4", "d5"}
+
+
 def test_positive_ranked_low_leaves_no_hard_negative_under_the_truncated_guard_only() -> None:
     # The case: the base model ranks the positive 25th, below the whole 2..20 window.
     params = replace(PASSAGE_GUARD, negatives_per_query=5, hard_rank_max=20, positive="truncated")

@@ -69,17 +69,21 @@ def test_general_evaluation_scores_a_model_on_another_dataset(tmp_path: Path) ->
     general.mkdir()
     write_lines(general / "corpus.jsonl", [{"docid": d, "text": t} for d, t in CORPUS.items()])
     write_lines(general / "test.jsonl", [query_row("g1", "列出目录", ["d1"]), query_row("g2", "删除文件", ["d3"])])
+    write_lines(general / "dev.jsonl", [query_row("g3", "复制文件", ["d2"])])
     params = EvaluateParams(k=(1, 5), use_query_instruction=True)
     metrics = evaluate_general(TINY_MODEL, general, tmp_path / "out", EMBEDDING, ENCODING, params)
-    assert metrics["num_queries"] == 2 and metrics["num_corpus"] == 6 and metrics["recall_at_5"] >= 0.5
-    assert len((tmp_path / "out" / "run.trec").read_text().splitlines()) == 2 * 5
+    assert metrics["test"]["num_queries"] == 2 and metrics["test"]["num_corpus"] == 6
+    assert metrics["test"]["recall_at_5"] >= 0.5 and metrics["dev"]["num_queries"] == 1
+    assert len((tmp_path / "out" / "test" / "run.trec").read_text().splitlines()) == 2 * 5
+    assert len((tmp_path / "out" / "dev" / "run.trec").read_text().splitlines()) == 5
 
 
 def test_bundled_general_set_is_disjoint_from_the_domain_and_the_base_models_training() -> None:
     general, sample = ROOT / "data" / "general", ROOT / "data" / "sample"
     corpus = load_corpus(general)
-    queries = load_queries(general, "test", corpus)
-    assert len(corpus) >= 400 and len(queries) == 200
+    queries, dev = load_queries(general, "test", corpus), load_queries(general, "dev", corpus)
+    assert len(corpus) >= 400 and len(queries) == len(dev) == 200
+    assert not {q.query_id for q in queries} & {q.query_id for q in dev}, "dev and test share no query"
     assert "libreoffice-help-zh-cn" in (general / "LICENSE").read_text(encoding="utf-8")
     # No 20-character run of Chinese text is shared with the domain sample.
     cjk_runs = re.compile(r"[\u4e00-\u9fff]{20}")
@@ -93,10 +97,11 @@ def test_bundled_general_set_is_disjoint_from_the_domain_and_the_base_models_tra
 
 def test_package_copies_the_model_with_a_card_the_hub_reads(finetuned: Path, tmp_path: Path) -> None:
     metrics = tmp_path / "metrics"
-    metrics.mkdir()
-    for stem, ndcg in (("base", 0.2), ("finetuned", 0.3), ("general_base", 0.4), ("general_finetuned", 0.35)):
-        (metrics / f"{stem}.json").write_text(json.dumps({"ndcg_at_10": ndcg, "recall_at_10": 0.5, "num_queries": 9,
-                                                          "num_corpus": 99}))
+    for split, shift in (("test", 0.0), ("dev", 0.1)):  # the card reports test, the split no choice read
+        (metrics / split).mkdir(parents=True)
+        for stem, ndcg in (("base", 0.2), ("finetuned", 0.3), ("general_base", 0.4), ("general_finetuned", 0.35)):
+            (metrics / split / f"{stem}.json").write_text(json.dumps({
+                "ndcg_at_10": ndcg + shift, "recall_at_10": 0.5, "num_queries": 9, "num_corpus": 99}))
     (metrics / "mine.json").write_text(json.dumps({"hard_negatives": 35, "random_negatives": 14, "queries": 7,
                                                    "dataset_negatives": 0, "queries_without_hard": 0}))
     out = package(finetuned, tmp_path / "release", "finetuned", read_yaml(ROOT / "params.yaml"), metrics)
@@ -110,6 +115,6 @@ def test_package_copies_the_model_with_a_card_the_hub_reads(finetuned: Path, tmp
     assert "35 hard, 14 random" in card and "query_instruction_for_retrieval=" in card
     assert (out / "model.safetensors").read_bytes() == (finetuned / "model.safetensors").read_bytes()
     assert not (finetuned / "README.md").exists(), "the evaluated directory is left as it was"
-    (metrics / "general_finetuned.json").unlink()
+    (metrics / "test" / "general_finetuned.json").unlink()
     with pytest.raises(InputError, match="general_finetuned.json: file not found"):
         package(finetuned, tmp_path / "release2", "finetuned", read_yaml(ROOT / "params.yaml"), metrics)

@@ -76,13 +76,18 @@ def sh(*args: str, cwd: Path, check: bool = True, offline: bool = False, env: di
     return result.stdout + result.stderr
 
 
-RUNS = [  # (run directory, metrics file, section of it)
-    ("output/eval/base", "metrics/base.json", None),
-    ("output/eval/finetuned", "metrics/finetuned.json", None),
-    ("output/eval/finetuned/maxp", "metrics/finetuned.json", "maxp"),
-    ("output/eval/bm25", "metrics/bm25.json", None),
-    ("output/eval/hybrid/rrf", "metrics/hybrid_rrf.json", None),
-    ("output/eval/hybrid/weighted", "metrics/hybrid_weighted.json", None),
+SPLITS = ("dev", "test")
+RUNS = [  # (split, run directory, metrics file, section of it)
+    (split, run_dir.format(split=split), f"metrics/{split}/{name}.json", section)
+    for split in SPLITS
+    for run_dir, name, section in (
+        ("output/eval/base/{split}", "base", None),
+        ("output/eval/finetuned/{split}", "finetuned", None),
+        ("output/eval/finetuned/{split}/maxp", "finetuned", "maxp"),
+        ("output/eval/bm25/{split}", "bm25", None),
+        ("output/eval/hybrid/{split}/rrf", "hybrid_rrf", None),
+        ("output/eval/hybrid/{split}/weighted", "hybrid_weighted", None),
+    )
 ]
 
 
@@ -137,21 +142,22 @@ def test_repro_leaves_every_stage_up_to_date(repo: Path) -> None:
     assert "up to date" in sh("dvc", "status", cwd=repo)
 
 
-def test_evaluations_count_the_sample_and_fine_tuning_improves_the_base(repo: Path) -> None:
-    base, finetuned = metrics_of(repo, "base"), metrics_of(repo, "finetuned")
+@pytest.mark.parametrize(("split", "queries"), [("dev", 79), ("test", 237)])
+def test_evaluations_count_each_split_and_fine_tuning_improves_the_base(repo: Path, split: str, queries: int) -> None:
+    base, finetuned = metrics_of(repo, f"{split}/base"), metrics_of(repo, f"{split}/finetuned")
     assert METRIC_KEYS <= base.keys() and METRIC_KEYS <= finetuned.keys()
-    assert base["num_queries"] == finetuned["num_queries"] == 237
+    assert base["num_queries"] == finetuned["num_queries"] == queries
     assert base["num_corpus"] == 663
     assert finetuned["ndcg_at_10"] > base["ndcg_at_10"], "fine-tuning on the sample should improve the base model"
-    run_lines = (repo / "output/eval/finetuned/run.trec").read_text().splitlines()
-    assert len(run_lines) == 237 * 100 and run_lines[0].split()[1:4:2] == ["Q0", "1"]
+    run_lines = (repo / f"output/eval/finetuned/{split}/run.trec").read_text().splitlines()
+    assert len(run_lines) == queries * 100 and run_lines[0].split()[1:4:2] == ["Q0", "1"]
     assert base["query_instruction"] == finetuned["query_instruction"] != ""
 
 
-@pytest.mark.parametrize(("run_dir", "metrics_file", "section"), RUNS, ids=[r[0] for r in RUNS])
-def test_every_run_file_recomputes_to_the_metrics_beside_it(repo: Path, run_dir: str, metrics_file: str,
+@pytest.mark.parametrize(("split", "run_dir", "metrics_file", "section"), RUNS, ids=[r[1] for r in RUNS])
+def test_every_run_file_recomputes_to_the_metrics_beside_it(repo: Path, split: str, run_dir: str, metrics_file: str,
                                                             section: str | None) -> None:
-    qrels = read_qrels(repo / "data/prepared/qrels.tsv")
+    qrels = read_qrels(repo / f"data/prepared/{split}/qrels.tsv")
     metrics = json.loads((repo / metrics_file).read_text())
     metrics = metrics[section] if section else metrics
     recomputed = mean_metrics(per_query_metrics(qrels, read_trec_run(repo / run_dir / "run.trec"), KS))
@@ -161,14 +167,34 @@ def test_every_run_file_recomputes_to_the_metrics_beside_it(repo: Path, run_dir:
 def test_every_evaluation_splits_by_where_the_evidence_lies(repo: Path) -> None:
     """The sample's deep queries: truncation cannot see a later passage, MaxP can."""
     prepared = metrics_of(repo, "prepare")
-    assert (prepared["eval_evidence_first_passage"], prepared["eval_evidence_later"]) == (150, 87)
-    base, finetuned, bm25 = metrics_of(repo, "base"), metrics_of(repo, "finetuned"), metrics_of(repo, "bm25")
+    assert (prepared["test_evidence_first_passage"], prepared["test_evidence_later"]) == (150, 87)
+    base, finetuned = metrics_of(repo, "test/base"), metrics_of(repo, "test/finetuned")
+    bm25 = metrics_of(repo, "test/bm25")
     for metrics in (base, finetuned, base["maxp"], finetuned["maxp"], bm25):
         groups = metrics["by_evidence"]
         assert (groups["first_passage"]["queries"], groups["later"]["queries"]) == (150, 87)
     assert finetuned["maxp"]["by_evidence"]["later"]["ndcg_at_10"] > finetuned["by_evidence"]["later"]["ndcg_at_10"]
     report = (repo / "metrics/report.md").read_text()
     assert "evidence in | ndcg@10, first passage (150) | ndcg@10, later (87)" in report
+
+
+HYBRIDS = (("weighted", "hybrid_weighted", "weighted"), ("rrf", "hybrid_rrf", "RRF"))
+
+
+@pytest.mark.parametrize(("method", "stem", "label"), HYBRIDS, ids=[h[0] for h in HYBRIDS])
+def test_each_hybrid_takes_its_best_dev_point_and_the_report_says_where_test_lands(repo: Path, method: str, stem: str,
+                                                                                   label: str) -> None:
+    """Fused with MaxP's run; the grid holds BM25 alone and the dense run alone, so on dev the chosen point is
+    at least as good as either part. Test is read once, and the report warns if it lands below BM25."""
+    grid = metrics_of(repo, "hybrid_grid")["dev_ndcg_at_10"][method]
+    dev, test = metrics_of(repo, f"dev/{stem}"), metrics_of(repo, f"test/{stem}")
+    assert dev["dense_run"] == test["dense_run"] == "maxp"
+    assert dev["ndcg_at_10"] == max(grid.values())
+    assert dev["chosen_on_dev"] == test["chosen_on_dev"]
+    parts = (metrics_of(repo, "dev/bm25")["ndcg_at_10"], metrics_of(repo, "dev/finetuned")["maxp"]["ndcg_at_10"])
+    assert dev["ndcg_at_10"] >= max(parts) - 1e-9
+    below_bm25 = test["ndcg_at_10"] < metrics_of(repo, "test/bm25")["ndcg_at_10"]
+    assert (f"On test, the {label} hybrid" in (repo / "metrics/report.md").read_text()) == below_bm25
 
 
 def test_mining_trains_on_passages_and_leaves_every_query_hard_negatives(repo: Path) -> None:
@@ -186,9 +212,10 @@ def test_mining_trains_on_passages_and_leaves_every_query_hard_negatives(repo: P
 
 
 def test_forgetting_check_scores_every_model_and_released_models_carry_their_cards(repo: Path) -> None:
-    general = {name: metrics_of(repo, f"general_{name}") for name in ("base", "finetuned", "merged")}
+    general = {name: metrics_of(repo, f"test/general_{name}") for name in ("base", "finetuned", "merged")}
     assert {m["num_queries"] for m in general.values()} == {200}
-    merged = metrics_of(repo, "merged")
+    assert metrics_of(repo, "dev/general_base")["num_queries"] == 200
+    merged = metrics_of(repo, "test/merged")
     assert METRIC_KEYS <= merged.keys() and merged["num_queries"] == 237
     report = (repo / "metrics/report.md").read_text()
     assert "Domain against general" in report and "| merged with the base (LM-Cocktail) |" in report
@@ -212,7 +239,7 @@ def test_plots_page_draws_offline(repo: Path) -> None:
 
 def test_each_encoding_stage_records_its_precision(repo: Path) -> None:
     here = resolve_precision("auto", torch.device("cpu"))  # `auto` resolves per machine
-    base, finetuned, mined = metrics_of(repo, "base"), metrics_of(repo, "finetuned"), metrics_of(repo, "mine")
+    base, finetuned, mined = metrics_of(repo, "test/base"), metrics_of(repo, "test/finetuned"), metrics_of(repo, "mine")
     assert base["corpus_precision"] == base["query_precision"] == finetuned["corpus_precision"] == here
     assert mined["corpus_precision"] == mined["query_precision"] == here
     assert f"base corpus {here} / queries {here}" in (repo / "metrics/report.md").read_text()
@@ -227,8 +254,9 @@ def test_tracked_training_curves_hold_no_wall_clock_figures(repo: Path) -> None:
         assert "runtime" not in path.name and "per_second" not in path.name, path
 
 
-COMMITTED = ("prepare", "mine", "base", "finetuned", "merged", "bm25", "hybrid_rrf", "hybrid_weighted",
-             "general_base", "general_finetuned", "general_merged")
+COMMITTED = ("prepare", "mine", "hybrid_grid", *(f"{split}/{name}" for split in SPLITS for name in (
+    "base", "finetuned", "merged", "bm25", "hybrid_rrf", "hybrid_weighted", "general_base", "general_finetuned",
+    "general_merged")))
 
 
 @pytest.mark.parametrize("name", COMMITTED)
@@ -328,8 +356,10 @@ def test_the_readme_experiment_trains_with_its_lr_and_shows_in_metrics_diff(repo
     assert training_args["learning_rate"] == 2e-5
 
     diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo).splitlines()[-1])
-    assert "metrics/base.json" not in diff or all(v.get("diff", 0) == 0 for v in diff["metrics/base.json"].values())
-    assert diff["metrics/finetuned.json"]["ndcg_at_10"]["diff"] != 0
+    for split in SPLITS:
+        base = diff.get(f"metrics/{split}/base.json", {})
+        assert all(v.get("diff", 0) == 0 for v in base.values())
+        assert diff[f"metrics/{split}/finetuned.json"]["ndcg_at_10"]["diff"] != 0
 
 
 @pytest.mark.parametrize("model", ["output/finetuned", "output/merged", "output/release/merged"])

@@ -12,9 +12,10 @@ import recipe_experiments  # noqa: E402
 
 
 def metrics(ndcg: float, later: float) -> dict:
-    return {"finetuned": {"ndcg_at_10": ndcg, "by_evidence": {"later": {"ndcg_at_10": later}},
-                          "maxp": {"ndcg_at_10": 0.3}},
-            "base": {"ndcg_at_10": 0.2}}
+    return {"dev/finetuned": {"ndcg_at_10": ndcg, "by_evidence": {"later": {"ndcg_at_10": later}},
+                              "maxp": {"ndcg_at_10": 0.3}},
+            "dev/base": {"ndcg_at_10": 0.2},
+            "test/finetuned": {"ndcg_at_10": 0.9}}  # never read: choices are made on dev
 
 
 def test_rows_per_seed_then_mean_and_spread() -> None:
@@ -33,9 +34,9 @@ def test_merge_sweep_rows_follow_the_weights_and_feed_the_plot(tmp_path) -> None
 
     import merge_sweep
 
-    found = {"merge-w05": {"merged": {"ndcg_at_10": 0.3, "maxp": {"ndcg_at_10": 0.35}},
-                           "general_merged": {"ndcg_at_10": 0.4}},
-             "merge-w0": {"merged": {"ndcg_at_10": 0.2}, "general_merged": {"ndcg_at_10": 0.45}}}
+    found = {"merge-w05": {"dev/merged": {"ndcg_at_10": 0.3, "maxp": {"ndcg_at_10": 0.35}},
+                           "dev/general_merged": {"ndcg_at_10": 0.4}, "test/merged": {"ndcg_at_10": 0.9}},
+             "merge-w0": {"dev/merged": {"ndcg_at_10": 0.2}, "dev/general_merged": {"ndcg_at_10": 0.45}}}
     rows = merge_sweep.sweep_rows(found)
     assert rows == [[0.0, 0.2, None, 0.45], [0.5, 0.3, 0.35, 0.4]]
     assert "| 0.5 | 0.3000 | 0.3500 | 0.4000 |" in merge_sweep.table(rows).splitlines()

@@ -9,6 +9,7 @@ from zh_retrieval.reporting.report import (
     at_k_rows,
     evidence_table,
     forgetting_table,
+    hybrid_lines,
     render_report,
     results_table,
     revision,
@@ -48,11 +49,13 @@ def test_report_names_revisions_counts_and_params(tmp_path: Path) -> None:
     params = {"base_model": str(TINY_MODEL), "dataset": str(dataset), "lr": 2e-5, "seed": 1,
               "finetune": {"epochs": 2, "train_group_size": 8}, "mine": {"hard_ratio": 0.7},
               "embedding": {"pooling": "cls", "passage_max_len": 512}}
-    text = render_report(METRICS, params, {"improved": 2, "unchanged": 0, "degraded": 1})
-    assert "3 test queries over 1,000 documents" in text
-    dev = render_report(METRICS, {**params, "prepare": {"eval_split": "dev"}}, {"improved": 0, "unchanged": 3,
-                                                                                 "degraded": 0})
-    assert "3 dev queries over 1,000 documents" in dev
+    dev = {stem: {**values, "num_queries": 2} for stem, values in METRICS.items()}
+    dev["base"] = {**dev["base"], "ndcg_at_10": 0.06}
+    text = render_report({"dev": dev, "test": METRICS}, params, {"improved": 2, "unchanged": 0, "degraded": 1})
+    assert "Test, 3 queries over 1,000 documents: the final figures, read by no choice." in text
+    assert "Dev, 2 queries: where the merge weight" in text
+    test_part, dev_part = text.split("Dev, 2 queries")
+    assert "| base model | 0.1000 | 0.0500 |" in test_part and "| base model | 0.1000 | 0.0600 |" in dev_part
     assert "lr 2e-05" in text and "hard_ratio 0.7" in text and "pooling cls" in text
     assert f"({revision(TINY_MODEL)})" in text and revision(TINY_MODEL).startswith("sha256:")
     assert "2 improved, 0 unchanged, 1 degraded" in text and "`说明：`" in text
@@ -111,3 +114,16 @@ def test_forgetting_table_compares_domain_with_general_and_warns_on_a_regression
     tolerant = forgetting_table(metrics, {**params, "general": {"dataset": "d", "max_ndcg_drop": 0.05}})
     assert not any("Warning" in line for line in tolerant)
     assert forgetting_table(METRICS, params) == [], "no general metrics, no table"
+
+
+def test_hybrid_lines_name_the_dev_choice_and_warn_when_test_falls_below_bm25() -> None:
+    test = {**METRICS,
+            "hybrid_weighted": {"ndcg_at_10": 0.75, "dense_run": "maxp", "chosen_on_dev": {"dense_weight": 0.2}},
+            "hybrid_rrf": {"ndcg_at_10": 0.65, "dense_run": "maxp", "chosen_on_dev": {"rrf_k": 60, "dense_weight": 0.3}}}
+    lines = hybrid_lines(test)
+    assert "fine-tuned MaxP run" in lines[0]
+    assert "weighted at dense_weight 0.2; RRF at rrf_k 60, dense_weight 0.3" in lines[0]
+    warnings = [line for line in lines if line.startswith("**")]
+    assert warnings == ["**On test, the RRF hybrid (0.6500 nDCG@10) falls below BM25 (0.7000), at rrf_k 60, "
+                        "dense_weight 0.3, the point dev chose.**"]
+    assert hybrid_lines(METRICS) == [], "no hybrid metrics, no lines"

@@ -1,6 +1,6 @@
 """Which queries did fine-tuning help or hurt? Compare two evaluations query by query.
 
-    python -m zh_retrieval.compare output/eval/base output/eval/finetuned --metric ndcg_at_10 --top 10
+    python -m zh_retrieval.compare output/eval/base/test output/eval/finetuned/test --metric ndcg_at_10 --top 10
 
 Reads each directory's per_query.jsonl and prints how many queries improved, stayed and degraded,
 then the `--top` most improved and most degraded with their first relevant rank before and after.
@@ -17,8 +17,8 @@ from zh_retrieval.reporting.compare import compare, read_per_query, summary
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("before", type=Path, help="an evaluation directory, e.g. output/eval/base")
-    parser.add_argument("after", type=Path, help="e.g. output/eval/finetuned")
+    parser.add_argument("before", type=Path, help="an evaluation directory, e.g. output/eval/base/test")
+    parser.add_argument("after", type=Path, help="e.g. output/eval/finetuned/test")
     parser.add_argument("--metric", default="ndcg_at_10")
     parser.add_argument("--top", type=int, default=10)
     args = parser.parse_args()

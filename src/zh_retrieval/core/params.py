@@ -27,7 +27,10 @@ from zh_retrieval.core.errors import InputError
 Pooling = Literal["cls", "mean"]
 Precision = Literal["fp32", "fp16", "bf16"]
 EncodePrecision = Literal["auto", "fp32", "fp16", "bf16"]
-EvalSplit = Literal["dev", "test"]
+# Every evaluation scores both: choices (merge weight, hybrid weights, epochs, recipes) read dev;
+# test is reported once, read by no choice.
+EVAL_SPLITS = ("dev", "test")
+GuardReference = Literal["trained_positive", "positive_document"]
 # The text a document contributes: `truncated` is the document cut at passage_max_len tokens (what
 # the trainer and a plain evaluation see, passage 0); `best_passage` the passage the base model
 # scores highest for the query; `bm25_passage` the passage BM25 scores highest.
@@ -44,6 +47,13 @@ RENAMED_VALUES = {
 RENAMED_KEYS = {  # old key => (new key, an example of the new setting)
     "mine.use_dataset_negatives": ("mine.dataset_negative_share",
                                    "e.g. dataset_negative_share: 0.25 (a share of the slots, sampled), or 0 for none"),
+    "finetune.per_device_batch_size": ("finetune.batch_size", "the global batch in queries, the same on any number of "
+                                       "GPUs: per-device batch x processes as it was"),
+    "finetune.checkpoint_steps": ("finetune.checkpoint_every", "a fraction of an epoch, e.g. checkpoint_every: 0.1, "
+                                  "or null for none"),
+    "prepare.eval_split": ("prepare.dev_from_train", "evaluation now scores dev and test both; remove eval_split"),
+    "hybrid.dense_weight": ("hybrid.dense_weights", "a grid chosen from on dev, e.g. dense_weights: [0.0, 0.1, ..., 1.0]"),
+    "hybrid.rrf_k": ("hybrid.rrf_ks", "a grid chosen from on dev, e.g. rrf_ks: [10, 30, 60, 100]"),
 }
 DEEPSPEED_CONFIG_DIR = "configs"  # the finetune stage depends on this directory in dvc.yaml
 
@@ -154,11 +164,14 @@ class LongDocumentParams:
 
 @dataclass(frozen=True)
 class PrepareParams:
-    eval_split: EvalSplit  # the split every evaluation reads
+    dev_from_train: int  # a dataset without dev.jsonl: this many training queries become dev
+    # Its own seed, not the top-level one: a seed sweep varies training, never the queries it is read on.
+    dev_seed: int
 
     @classmethod
     def read(cls, r: Reader) -> PrepareParams:
-        return cls(eval_split=r.choice("prepare.eval_split", EvalSplit))
+        return cls(dev_from_train=r.integer("prepare.dev_from_train", minimum=1),
+                   dev_seed=r.integer("prepare.dev_seed"))
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,9 @@ class MineParams:
     false_negative_margin: float | None  # skip candidates scoring above (1 - margin) x the positive's; None: off
     positive: Positive  # which text of the positive document trains
     guard: PassageChoice  # which scores rank and guard candidates: their truncated document or best passage
+    # What the candidates' scores are held against: the passage written as `pos` (trained_positive),
+    # or the positive document scored as the candidates are (positive_document).
+    guard_reference: GuardReference
     negative_text: PassageChoice  # the text a negative contributes; best_passage: a random one's is any passage
     dataset_negative_share: float  # share of the negatives taken from the dataset's own, sampled with the seed
     max_share_without_hard: float  # stop when more than this share of queries end up with no hard negative
@@ -197,6 +213,7 @@ class MineParams:
                                    else r.number("mine.false_negative_margin", maximum=1.0)),
             positive=r.choice("mine.positive", Positive),
             guard=r.choice("mine.guard", PassageChoice),
+            guard_reference=r.choice("mine.guard_reference", GuardReference),
             negative_text=r.choice("mine.negative_text", PassageChoice),
             dataset_negative_share=r.number("mine.dataset_negative_share", maximum=1.0),
             max_share_without_hard=r.number("mine.max_share_without_hard", maximum=1.0),
@@ -213,7 +230,7 @@ class FinetuneParams:
     lr: float
     seed: int
     epochs: float
-    per_device_batch_size: int
+    batch_size: int  # queries per optimizer step over all processes; each process takes batch_size / world size
     train_group_size: int  # 1 positive + train_group_size - 1 negatives per query
     temperature: float
     warmup_ratio: float
@@ -223,7 +240,7 @@ class FinetuneParams:
     gradient_checkpointing: bool  # trade compute for memory on long passages
     deepspeed: str | None  # a DeepSpeed config file under configs/, or None
     nproc_per_node: int | None  # training processes on this machine; None ("auto"): one per visible GPU
-    checkpoint_steps: int | None  # save a resumable checkpoint every N steps; None: no checkpoints
+    checkpoint_every: float | None  # a resumable checkpoint every this fraction of an epoch; None: no checkpoints
 
     @classmethod
     def read(cls, r: Reader) -> FinetuneParams:
@@ -231,7 +248,7 @@ class FinetuneParams:
             lr=r.number("lr", minimum=0.0, inclusive=False),
             seed=r.integer("seed"),
             epochs=r.number("finetune.epochs", minimum=0.0, inclusive=False),
-            per_device_batch_size=r.integer("finetune.per_device_batch_size", minimum=1),
+            batch_size=r.integer("finetune.batch_size", minimum=1),
             train_group_size=r.integer("finetune.train_group_size", minimum=2),
             temperature=r.number("finetune.temperature", minimum=0.0, inclusive=False),
             warmup_ratio=r.number("finetune.warmup_ratio", maximum=1.0),
@@ -241,7 +258,8 @@ class FinetuneParams:
             gradient_checkpointing=r.boolean("finetune.gradient_checkpointing"),
             deepspeed=deepspeed_config(r),
             nproc_per_node=r.optional_integer("finetune.nproc_per_node", minimum=1, none=(None, "auto")),
-            checkpoint_steps=r.optional_integer("finetune.checkpoint_steps", minimum=1),
+            checkpoint_every=(None if r.value("finetune.checkpoint_every") is None
+                              else r.number("finetune.checkpoint_every", minimum=0.0, maximum=1.0, inclusive=False)),
         )
 
 
@@ -301,13 +319,22 @@ class BM25Params:
 
 @dataclass(frozen=True)
 class HybridParams:
-    rrf_k: int  # reciprocal rank fusion: score = sum of 1 / (rrf_k + rank)
-    dense_weight: float  # weighted fusion: w * dense + (1 - w) * bm25, each min-max normalised per query
+    """The fusion grids; evaluate_hybrid picks the best point on dev and scores test with it."""
+
+    dense_weights: tuple[float, ...]  # w: w x dense + (1 - w) x bm25 (scores min-max normalised, or RRF terms)
+    rrf_ks: tuple[int, ...]  # reciprocal rank fusion's constant: a term is 1 / (rrf_k + rank)
 
     @classmethod
     def read(cls, r: Reader) -> HybridParams:
-        return cls(rrf_k=r.integer("hybrid.rrf_k", minimum=0),
-                   dense_weight=r.number("hybrid.dense_weight", maximum=1.0))
+        weights = r.value("hybrid.dense_weights")
+        if (not isinstance(weights, list) or not weights
+                or not all(isinstance(w, int | float) and not isinstance(w, bool) and 0 <= w <= 1 for w in weights)):
+            raise r.bad("hybrid.dense_weights", weights, "a non-empty list of numbers in [0, 1]")
+        ks = r.value("hybrid.rrf_ks")
+        if not isinstance(ks, list) or not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0
+                                                         for k in ks):
+            raise r.bad("hybrid.rrf_ks", ks, "a non-empty list of integers >= 0")
+        return cls(dense_weights=tuple(sorted({float(w) for w in weights})), rrf_ks=tuple(sorted(set(ks))))
 
 
 @dataclass(frozen=True)
@@ -324,7 +351,7 @@ class MergeParams:
 class GeneralParams:
     """The forgetting check: a general-domain set every model is also evaluated on."""
 
-    dataset: str  # a directory in MLDR's layout with corpus.jsonl and test.jsonl
+    dataset: str  # a directory in MLDR's layout with corpus.jsonl, dev.jsonl and test.jsonl
     max_ndcg_drop: float  # the report warns when fine-tuning lowers general nDCG@10 by more than this
 
     @classmethod

@@ -6,11 +6,12 @@ The corpus is not copied: later stages read it from the dataset directory (MLDR 
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
 from zh_retrieval.core.errors import InputError
 from zh_retrieval.core.files import atomic_dir, check_model_dir, write_jsonl
-from zh_retrieval.core.params import PrepareParams
+from zh_retrieval.core.params import EVAL_SPLITS, PrepareParams
 from zh_retrieval.data.mldr import Query, load_corpus, load_queries
 from zh_retrieval.data.prepared import EVAL_QUERIES, QRELS, TRAIN_QUERIES
 
@@ -57,14 +58,55 @@ def evidence_groups(dataset_dir: Path, queries: list[Query], corpus: dict[str, s
     return groups
 
 
+def has_split(dataset_dir: Path, split: str) -> bool:
+    return any((dataset_dir / f"{split}.jsonl{gz}").is_file() for gz in ("", ".gz"))
+
+
+def split_off_dev(train: list[Query], params: PrepareParams, dataset_dir: Path) -> tuple[list[Query], list[Query]]:
+    """(train, dev) for a dataset without dev.jsonl: `dev_from_train` training queries, drawn with `dev_seed`,
+    held out as dev; both keep the dataset's order."""
+    if len(train) <= params.dev_from_train:
+        raise InputError(dataset_dir, f"no dev.jsonl, and its {len(train)} training queries cannot spare "
+                         f"prepare.dev_from_train ({params.dev_from_train}) for dev",
+                         fix="add a dev.jsonl, or lower prepare.dev_from_train")
+    held_out = set(random.Random(params.dev_seed).sample(range(len(train)), params.dev_from_train))
+    return ([q for i, q in enumerate(train) if i not in held_out], [q for i, q in enumerate(train) if i in held_out])
+
+
+def evaluation_splits(dataset_dir: Path, corpus: dict[str, str], params: PrepareParams
+                      ) -> tuple[list[Query], dict[str, list[Query]], bool]:
+    """(train, split => its queries, whether dev was drawn from train), each split checked against train."""
+    train = load_queries(dataset_dir, "train", corpus)
+    drawn = not has_split(dataset_dir, "dev")
+    splits = {}
+    if drawn:
+        train, splits["dev"] = split_off_dev(train, params, dataset_dir)
+        logger.warning("%s has no dev.jsonl: %d training queries, drawn with prepare.dev_seed %d, are dev "
+                       "(prepare.dev_from_train)", dataset_dir, len(splits["dev"]), params.dev_seed)
+    for split in EVAL_SPLITS:
+        if split not in splits:
+            splits[split] = load_queries(dataset_dir, split, corpus)
+        check_held_out(dataset_dir, train, splits[split], split)
+    return train, splits, drawn
+
+
+def write_split(out_dir: Path, queries: list[Query], groups: dict[str, str]) -> None:
+    out_dir.mkdir()
+    write_jsonl(out_dir / EVAL_QUERIES, [
+        {"query_id": q.query_id, "query": q.text}
+        | ({"evidence_offset": q.evidence_offset, "evidence": groups[q.query_id]} if q.query_id in groups else {})
+        for q in queries
+    ])
+    (out_dir / QRELS).write_text("\n".join(qrels_lines(queries)) + "\n", encoding="utf-8")
+
+
 def prepare(dataset_dir: Path, out_dir: Path, params: PrepareParams, tokenizer_dir: Path | None = None,
-            passage_max_len: int = 512) -> dict[str, int]:
+            passage_max_len: int = 512) -> dict[str, int | bool]:
     """Write OUT_DIR (replaced whole, only once everything is valid); return the counts for the stats file."""
     corpus = load_corpus(dataset_dir)
-    train = load_queries(dataset_dir, "train", corpus)
-    evaluation = load_queries(dataset_dir, params.eval_split, corpus)
-    check_held_out(dataset_dir, train, evaluation, params.eval_split)
-    groups = evidence_groups(dataset_dir, evaluation, corpus, tokenizer_dir, passage_max_len)
+    train, splits, dev_drawn = evaluation_splits(dataset_dir, corpus, params)
+    groups = {split: evidence_groups(dataset_dir, queries, corpus, tokenizer_dir, passage_max_len)
+              for split, queries in splits.items()}
     if len(corpus) < 2:
         raise InputError(dataset_dir, "the corpus needs at least 2 documents to draw negatives from")
 
@@ -74,22 +116,20 @@ def prepare(dataset_dir: Path, out_dir: Path, params: PrepareParams, tokenizer_d
              "negative_ids": list(q.negative_ids)}
             for q in train
         ])
-        write_jsonl(tmp / EVAL_QUERIES, [
-            {"query_id": q.query_id, "query": q.text}
-            | ({"evidence_offset": q.evidence_offset, "evidence": groups[q.query_id]} if q.query_id in groups else {})
-            for q in evaluation
-        ])
-        (tmp / QRELS).write_text("\n".join(qrels_lines(evaluation)) + "\n", encoding="utf-8")
-    stats = {
+        for split, queries in splits.items():
+            write_split(tmp / split, queries, groups[split])
+    stats: dict[str, int | bool] = {
         "corpus_documents": len(corpus),
         "train_queries": len(train),
         "train_dataset_negatives": sum(len(q.negative_ids) for q in train),
-        "eval_queries": len(evaluation),
-        "eval_qrels": sum(len(q.positive_ids) for q in evaluation),
+        "dev_drawn_from_train": dev_drawn,
     }
-    if groups:
-        stats["eval_evidence_first_passage"] = sum(g == "first_passage" for g in groups.values())
-        stats["eval_evidence_later"] = sum(g == "later" for g in groups.values())
+    for split, queries in splits.items():
+        stats[f"{split}_queries"] = len(queries)
+        stats[f"{split}_qrels"] = sum(len(q.positive_ids) for q in queries)
+        if groups[split]:
+            stats[f"{split}_evidence_first_passage"] = sum(g == "first_passage" for g in groups[split].values())
+            stats[f"{split}_evidence_later"] = sum(g == "later" for g in groups[split].values())
     logger.info("prepared %s: %s", out_dir, ", ".join(f"{k} {v:,}" for k, v in stats.items()))
     return stats
 
@@ -97,8 +137,8 @@ def prepare(dataset_dir: Path, out_dir: Path, params: PrepareParams, tokenizer_d
 def check_dataset(dataset_dir: Path) -> dict[str, int]:
     """Read a dataset directory the way prepare will and count what it holds; raise on the first problem.
 
-    corpus.jsonl, train.jsonl and test.jsonl are required; dev.jsonl is optional (needed only with
-    `prepare.eval_split: dev`). Each split must be disjoint from train.
+    corpus.jsonl, train.jsonl and test.jsonl are required; dev.jsonl is optional (without it, prepare
+    holds out `prepare.dev_from_train` training queries as dev). Each split must be disjoint from train.
     """
     corpus = load_corpus(dataset_dir)
     train = load_queries(dataset_dir, "train", corpus)
@@ -109,7 +149,7 @@ def check_dataset(dataset_dir: Path) -> dict[str, int]:
         "train_dataset_negatives": sum(len(q.negative_ids) for q in train),
     }
     for split in ("dev", "test"):
-        if split == "dev" and not any((dataset_dir / f"dev.jsonl{gz}").is_file() for gz in ("", ".gz")):
+        if split == "dev" and not has_split(dataset_dir, "dev"):
             continue
         queries = load_queries(dataset_dir, split, corpus)
         check_held_out(dataset_dir, train, queries, split)

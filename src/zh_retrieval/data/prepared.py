@@ -1,10 +1,13 @@
 """What prepare writes, read back by the stages after it: training queries, evaluation queries, qrels.
 
-    train_queries.jsonl  {"query_id", "query", "positive_ids", "negative_ids"}
-    queries.jsonl        {"query_id", "query"} + {"evidence_offset", "evidence"} where the dataset
-                         records where a query's evidence lies: "first_passage" when it starts inside
-                         what truncation at passage_max_len keeps, else "later"
-    qrels.tsv            `query_id 0 docid 1` (TREC qrels)
+    train_queries.jsonl    {"query_id", "query", "positive_ids", "negative_ids"}
+    dev/, test/            one directory per evaluation split (core.params.EVAL_SPLITS), each with
+      queries.jsonl        {"query_id", "query"} + {"evidence_offset", "evidence"} where the dataset
+                           records where a query's evidence lies: "first_passage" when it starts inside
+                           what truncation at passage_max_len keeps, else "later"
+      qrels.tsv            `query_id 0 docid 1` (TREC qrels)
+
+The readers below take a split's directory (`data/prepared/dev`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from zh_retrieval.data.prepared import TrainQuery
 from zh_retrieval.mining.corpus import Passages, load_passages
 from zh_retrieval.mining.guard import Threshold, make_guard, random_floor
 from zh_retrieval.mining.negatives import QueryNegatives
-from zh_retrieval.mining.positives import BM25Choices, bm25_positive_passages, positive_passages
+from zh_retrieval.mining.positives import BM25Choices, PassageRef, bm25_positive_passages, positive_passages
 from zh_retrieval.mining.stats import MinedQuery, check_hard_coverage, mining_stats
 from zh_retrieval.retrieval.encode import encode, load_embedder, with_instruction
 
@@ -61,7 +61,11 @@ def mine(
     for qi, query in enumerate(queries):
         query_vector = query_vectors[qi]
         positive_rows = [row_of[d] for d in query.positive_ids]
-        positive_score = max(guard.score(r, query_vector) for r in positive_rows)
+        positives = positive_passages(query, row_of, params.positive, query_vector, passages, bm25_choices)
+        if params.guard_reference == "trained_positive":
+            positive_score = max(trained_score(ref, row_of, corpus_vectors, passages, query_vector) for ref in positives)
+        else:
+            positive_score = max(guard.score(r, query_vector) for r in positive_rows)
         threshold = Threshold.for_positive(positive_score, params.false_negative_margin,
                                            frozenset(documents[r] for r in positive_rows))
         picked = QueryNegatives(rng, params, docids, documents, query_vector, passages, set(positive_rows))
@@ -75,11 +79,18 @@ def mine(
         if not picked.negatives:
             raise InputError("corpus", f"query {query.query_id!r} has no document left to use as a negative",
                              fix="the corpus needs documents besides each query's positives")
-        results.append(MinedQuery(query, positive_passages(query, row_of, params.positive, query_vector, passages,
-                                                           bm25_choices),
-                                  picked.negatives, picked.skipped_false_negatives,
+        results.append(MinedQuery(query, positives, picked.negatives, picked.skipped_false_negatives,
                                   picked.skipped_dataset_negatives, hard_wanted))
     return results
+
+
+def trained_score(ref: PassageRef, row_of: dict[str, int], corpus_vectors: np.ndarray, passages: Passages | None,
+                  query_vector: np.ndarray) -> float:
+    """The base model's score of the text written as `pos`: passage 0 is the truncated document."""
+    row = row_of[ref.docid]
+    if ref.passage == 0:
+        return float(corpus_vectors[row] @ query_vector)
+    return float(passages.scores(row, query_vector)[ref.passage])
 
 
 def training_rows(mined: list[MinedQuery], corpus: dict[str, str], passages: Passages | None,

@@ -46,11 +46,18 @@ def hub_id(path: Path) -> str:
     return str(path)
 
 
-def read_metrics(metrics_dir: Path, stem: str) -> dict[str, Any]:
-    path = metrics_dir / f"{stem}.json"
+def read_metrics(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(path, "file not found", fix="run the evaluation stages before packaging")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def hard_window(mine: dict[str, Any]) -> str:
+    """Where hard negatives come from, as the guard kind walks the base model's ranking (mining/guard.py)."""
+    low, high = mine["hard_rank_min"], mine["hard_rank_max"]
+    if mine["guard"] == "truncated":
+        return f"from ranks {low}-{high}"
+    return f"the first {high - low + 1} candidates that pass the guard, from rank {low} down to rank {mine['random_rank_min']}"
 
 
 def score(metrics: dict[str, Any], key: str) -> str:
@@ -95,14 +102,14 @@ def render_card(name: str, params: dict[str, Any], metrics: dict[str, dict[str, 
         "## Training",
         "",
         f"- FlagEmbedding contrastive fine-tuning: lr {params['lr']}, epochs {finetune['epochs']}, batch "
-        f"{finetune['per_device_batch_size']} per device, train_group_size {finetune['train_group_size']} "
+        f"{finetune['batch_size']} queries a step (over all processes), train_group_size {finetune['train_group_size']} "
         f"(1 positive + {finetune['train_group_size'] - 1} negatives), temperature {finetune['temperature']}, "
         f"seed {params['seed']}, {finetune['precision']}",
         f"- pooling {pooling}, normalised; passages up to {embedding['passage_max_len']} tokens, queries up to "
         f"{embedding['query_max_len']}",
         f"- positives: `{mine['positive']}`; negatives mined with the base model: hard_ratio {mine['hard_ratio']} "
-        f"from ranks {mine['hard_rank_min']}-{mine['hard_rank_max']}, guard `{mine['guard']}` at margin "
-        f"{mine['false_negative_margin']}, dataset negatives share {mine['dataset_negative_share']}",
+        f"{hard_window(mine)}, guard `{mine['guard']}` at margin {mine['false_negative_margin']} of the "
+        f"`{mine.get('guard_reference')}` score, dataset negatives share {mine['dataset_negative_share']}",
         f"- mined: {mined.get('hard_negatives')} hard, {mined.get('random_negatives')} random, "
         f"{mined.get('dataset_negatives')} dataset negatives for {mined.get('queries')} queries; "
         f"{mined.get('queries_without_hard')} queries got no hard negative",
@@ -146,8 +153,10 @@ def render_card(name: str, params: dict[str, Any], metrics: dict[str, dict[str, 
 def package(model_dir: Path, out_dir: Path, name: str, params: dict[str, Any], metrics_dir: Path) -> Path:
     """Copy MODEL_DIR to OUT_DIR with its card; `params` is params.yaml as written (the card quotes it)."""
     check_model_dir(model_dir)
-    stems = ("base", name, "general_base", f"general_{name}", "mine")
-    metrics = {stem: read_metrics(metrics_dir, stem) for stem in stems}
+    # Test, the split no choice read: a card reports what the model scores, not what it was chosen on.
+    metrics = {stem: read_metrics(metrics_dir / "test" / f"{stem}.json")
+               for stem in ("base", name, "general_base", f"general_{name}")}
+    metrics["mine"] = read_metrics(metrics_dir / "mine.json")
     merge_record = model_dir / "merge.json"
     merge = json.loads(merge_record.read_text(encoding="utf-8")) if merge_record.is_file() else None
     card = render_card(name, params, metrics, merge)

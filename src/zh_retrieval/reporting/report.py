@@ -1,9 +1,10 @@
 """The results report and the data of the comparison plots, from the metrics files of one run.
 
-The report holds the base / fine-tuned / merged / BM25 / hybrid rows, the gain, query and
-document counts, the revisions of the model and dataset, and the params that matter; the plots
-are recall@k and nDCG@k per model and how many queries fine-tuning improved, left unchanged and
-degraded.
+The report holds the base / fine-tuned / merged / BM25 / hybrid rows on test (the final figures,
+read by no choice) and on dev (where choices are read), the gain, the hybrid's points chosen on
+dev, query and document counts, the revisions of the model and dataset, and the params that
+matter; the plots are recall@k and nDCG@k per model and how many queries fine-tuning improved,
+left unchanged and degraded, on test.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from zh_retrieval.core.errors import InputError
 from zh_retrieval.core.files import atomic_file, revision
+from zh_retrieval.core.params import EVAL_SPLITS
 from zh_retrieval.retrieval.metrics import MRR_DEPTH
 
 logger = logging.getLogger(__name__)
@@ -33,16 +35,23 @@ ROWS = [  # (metrics file stem, label)
 GENERAL_ROWS = [(f"general_{stem}", stem, label) for stem, label in ROWS[:3]]  # (general stem, domain stem, label)
 
 
-def load_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:
-    found = {}
-    for stem in [s for s, _ in ROWS] + [g for g, _, _ in GENERAL_ROWS]:
-        path = metrics_dir / f"{stem}.json"
-        if path.is_file():
-            found[stem] = json.loads(path.read_text(encoding="utf-8"))
-    for required in ("base", "finetuned"):
-        if required not in found:
-            raise InputError(metrics_dir / f"{required}.json", "file not found", fix="run the evaluate stages first")
-    return found
+Metrics = dict[str, dict[str, Any]]  # metrics file stem => its contents, for one split
+
+
+def load_metrics(metrics_dir: Path) -> dict[str, Metrics]:
+    """split => that split's metrics files (METRICS_DIR/SPLIT/STEM.json)."""
+    by_split: dict[str, Metrics] = {}
+    for split in EVAL_SPLITS:
+        found = by_split[split] = {}
+        for stem in [s for s, _ in ROWS] + [g for g, _, _ in GENERAL_ROWS]:
+            path = metrics_dir / split / f"{stem}.json"
+            if path.is_file():
+                found[stem] = json.loads(path.read_text(encoding="utf-8"))
+        for required in ("base", "finetuned"):
+            if required not in found:
+                raise InputError(metrics_dir / split / f"{required}.json", "file not found",
+                                 fix="run the evaluate stages first")
+    return by_split
 
 
 def evaluated_ks(metrics: dict[str, Any]) -> list[int]:
@@ -136,21 +145,45 @@ def precision_line(metrics: dict[str, dict[str, Any]], params: dict[str, Any]) -
     return f"- precision: {encoded}; training {training} (`encode.precision: {setting}`)"
 
 
-def render_report(metrics: dict[str, dict[str, Any]], params: dict[str, Any], changes: dict[str, int]) -> str:
+HYBRIDS = (("hybrid_weighted", "weighted"), ("hybrid_rrf", "RRF"))
+
+
+def hybrid_lines(test: Metrics) -> list[str]:
+    """The hybrids' points chosen on dev, and a warning for each that test then puts below BM25."""
+    chosen, warnings = [], []
+    bm25 = test.get("bm25", {}).get("ndcg_at_10")
+    for stem, label in HYBRIDS:
+        if stem not in test or "chosen_on_dev" not in test[stem]:
+            continue
+        point = ", ".join(f"{k} {v:g}" for k, v in test[stem]["chosen_on_dev"].items())
+        chosen.append(f"{label} at {point}")
+        value = test[stem].get("ndcg_at_10")
+        if bm25 is not None and value is not None and value < bm25:
+            warnings.append(f"**On test, the {label} hybrid ({value:.4f} nDCG@10) falls below BM25 ({bm25:.4f}), at "
+                            f"{point}, the point dev chose.**")
+    if not chosen:
+        return []
+    run = test.get("hybrid_weighted", test.get("hybrid_rrf", {})).get("dense_run", "truncated")
+    return [f"- hybrids (BM25 + the fine-tuned {'MaxP' if run == 'maxp' else 'truncated'} run), each at the point "
+            f"with the best dev nDCG@10 of its grid (`metrics/hybrid_grid.json`): {'; '.join(chosen)}",
+            *(["", *warnings] if warnings else [])]
+
+
+def render_report(by_split: dict[str, Metrics], params: dict[str, Any], changes: dict[str, int]) -> str:
+    metrics, dev = by_split["test"], by_split["dev"]
     base = metrics["base"]
     finetune, mine = params.get("finetune", {}), params.get("mine", {})
     embedding = params.get("embedding", {})
     setting = [
         f"- model: `{params['base_model']}` ({revision(Path(params['base_model']))}); "
         f"dataset: `{params['dataset']}` ({revision(Path(params['dataset']))})",
-        f"- measured on {base['num_queries']} {params.get('prepare', {}).get('eval_split', 'test')} queries over "
-        f"{base['num_corpus']:,} documents",
-        f"- lr {params['lr']}, epochs {finetune.get('epochs')}, batch {finetune.get('per_device_batch_size')}, "
+        f"- lr {params['lr']}, epochs {finetune.get('epochs')}, batch {finetune.get('batch_size')}, "
         f"train_group_size {finetune.get('train_group_size')}, temperature {finetune.get('temperature')}, "
         f"pooling {embedding.get('pooling')}, passage_max_len {embedding.get('passage_max_len')}, "
         f"hard_ratio {mine.get('hard_ratio')}, seed {params.get('seed')}",
         f"- mining: positive {mine.get('positive')}, guard {mine.get('guard')} (margin "
-        f"{mine.get('false_negative_margin')}), negative text {mine.get('negative_text')}",
+        f"{mine.get('false_negative_margin')} of the {mine.get('guard_reference')} score), negative text "
+        f"{mine.get('negative_text')}",
         f"- query instruction: `{base.get('query_instruction', '')}`",
         precision_line(metrics, params),
         f"- nDCG@10 per query, fine-tuned vs base: {changes['improved']} improved, {changes['unchanged']} unchanged, "
@@ -158,7 +191,12 @@ def render_report(metrics: dict[str, dict[str, Any]], params: dict[str, Any], ch
     ]
     evidence = evidence_table(metrics, embedding.get("passage_max_len"))
     forgetting = forgetting_table(metrics, params)
-    return "\n".join(["# Results", "", *results_table(metrics), "", *setting, *forgetting, *evidence, ""])
+    test_heading = (f"Test, {base['num_queries']} queries over {base['num_corpus']:,} documents: the final figures, "
+                    "read by no choice.")
+    dev_heading = (f"Dev, {dev['base']['num_queries']} queries: where the merge weight, the hybrids' points and the "
+                   "recipes are chosen.")
+    return "\n".join(["# Results", "", test_heading, "", *results_table(metrics), "", *setting, *hybrid_lines(metrics),
+                      *forgetting, "", dev_heading, "", *results_table(dev), *evidence, ""])
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:

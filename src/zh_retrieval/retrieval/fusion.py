@@ -1,8 +1,10 @@
 """Fusing a BM25 run with a dense run, two ways; each fused run is scored like any other.
 
-- reciprocal rank fusion (RRF): score(d) = sum over runs of 1 / (rrf_k + rank(d)), no score scales involved;
+- reciprocal rank fusion (RRF): score(d) = sum over runs of weight / (rrf_k + rank(d)), no score scales involved;
 - weighted score fusion: w * dense + (1 - w) * bm25, each run's scores min-max normalised per query.
-A document missing from one run's top list gets nothing from that run.
+A document missing from one run's top list gets nothing from that run. A dense weight of 0 ranks
+as BM25 alone and 1 as the dense run alone, so a grid holding both ends can always fall back to
+the better part.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from collections.abc import Mapping
 from zh_retrieval.retrieval.metrics import Run, ranked
 
 
-def reciprocal_rank_fusion(runs: list[Run], rrf_k: int) -> dict[str, dict[str, float]]:
+def reciprocal_rank_fusion(runs: list[Run], rrf_k: int, weights: list[float] | None = None
+                           ) -> dict[str, dict[str, float]]:
     fused: dict[str, dict[str, float]] = {}
-    for run in runs:
+    for run, weight in zip(runs, weights or [1.0] * len(runs), strict=True):
         for query_id, scores in run.items():
             target = fused.setdefault(query_id, {})
             for rank, (docid, _) in enumerate(ranked(scores), start=1):
-                target[docid] = target.get(docid, 0.0) + 1.0 / (rrf_k + rank)
+                target[docid] = target.get(docid, 0.0) + weight / (rrf_k + rank)
     return fused
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from zh_retrieval.core.errors import InputError, run_stage
 from zh_retrieval.core.files import atomic_file, check_model_dir
-from zh_retrieval.core.params import Params, load_params
+from zh_retrieval.core.params import EVAL_SPLITS, Params, load_params
 from zh_retrieval.data.mldr import dataset_file
 
 logger = logging.getLogger(__name__)
@@ -33,11 +33,11 @@ CHECKED = "params valid\n"  # the stage's whole output: constant, so it never re
 
 def check_inputs(params: Params) -> None:
     """Raise InputError, naming the params file and key, when a directory the params name is missing or wrong."""
-    splits = ("corpus", "train", params.prepare.eval_split)
-    checks = {"dataset": lambda: [dataset_file(Path(params.dataset), name) for name in splits],
+    # dev.jsonl is optional in the dataset (prepare draws dev from train without it), not in the general set.
+    checks = {"dataset": lambda: [dataset_file(Path(params.dataset), name) for name in ("corpus", "train", "test")],
               "base_model": lambda: check_model_dir(Path(params.base_model)),
               "general.dataset": lambda: [dataset_file(Path(params.general.dataset), name)
-                                          for name in ("corpus", "test")]}
+                                          for name in ("corpus", *EVAL_SPLITS)]}
     for key, check in checks.items():
         try:
             check()

@@ -1,58 +1,110 @@
-"""evaluate_hybrid: fuse the BM25 run with a dense run, two ways, and score both like any other run.
+"""evaluate_hybrid: fuse the BM25 run with the dense run, two ways, each at the grid point dev scores best.
 
-    python -m zh_retrieval.stages.evaluate_hybrid BM25_RUN DENSE_RUN PREPARED_DIR OUT_DIR METRICS_DIR \
+    python -m zh_retrieval.stages.evaluate_hybrid BM25_EVAL_DIR DENSE_EVAL_DIR PREPARED_DIR OUT_DIR METRICS_DIR \
         --params params.yaml
 
-Reciprocal rank fusion and weighted score fusion (retrieval/fusion.py). Writes
-OUT_DIR/{rrf,weighted}/ (run.trec, per_query.jsonl) and METRICS_DIR/hybrid_{rrf,weighted}.json.
+The dense run is MaxP's (DENSE_EVAL_DIR/SPLIT/maxp/run.trec) when `long_documents.maxp` is on, the
+run one would deploy on long documents, else the truncated one. Weighted score fusion tries every
+`hybrid.dense_weights`, reciprocal rank fusion every weight with every `hybrid.rrf_ks`
+(retrieval/fusion.py); each keeps the point with the best dev nDCG@10, and test is scored once,
+at that point. Writes OUT_DIR/SPLIT/{rrf,weighted}/ (run.trec, per_query.jsonl),
+METRICS_DIR/SPLIT/hybrid_{rrf,weighted}.json (with the chosen point) and METRICS_DIR/hybrid_grid.json
+(dev nDCG@10 at every point).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from zh_retrieval.core.errors import InputError, run_stage
 from zh_retrieval.core.files import atomic_dir, write_json
-from zh_retrieval.core.params import load_params
+from zh_retrieval.core.params import EVAL_SPLITS, HybridParams, load_params
 from zh_retrieval.data.prepared import load_eval_queries, load_evidence_groups
 from zh_retrieval.retrieval.fusion import reciprocal_rank_fusion, top, weighted_fusion
-from zh_retrieval.retrieval.metrics import read_trec_run, score_run
+from zh_retrieval.retrieval.metrics import Run, read_trec_run, score_run
 
 logger = logging.getLogger(__name__)
+
+CHOICE_METRIC = "ndcg_at_10"
+Fuse = Callable[[Run, Run], dict[str, dict[str, float]]]
+
+
+def grid(params: HybridParams) -> dict[str, dict[str, tuple[dict[str, float], Fuse]]]:
+    """method => point name => (its settings, dense run and BM25 run => fused run)."""
+
+    def weighted(w: float) -> Fuse:
+        return lambda dense, sparse: weighted_fusion(dense, sparse, w)
+
+    def rrf(w: float, k: int) -> Fuse:
+        return lambda dense, sparse: reciprocal_rank_fusion([dense, sparse], k, [w, 1 - w])
+
+    return {
+        "weighted": {f"w{w:.2f}".replace(".", "_"): ({"dense_weight": w}, weighted(w)) for w in params.dense_weights},
+        "rrf": {f"k{k}_w{w:.2f}".replace(".", "_"): ({"rrf_k": k, "dense_weight": w}, rrf(w, k))
+                for k in params.rrf_ks for w in params.dense_weights},
+    }
+
+
+def read_run(path: Path) -> Run:
+    if not path.is_file():
+        raise InputError(path, "run file not found", fix="run the evaluation stage that writes it first")
+    return read_trec_run(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bm25_run", type=Path)
-    parser.add_argument("dense_run", type=Path)
+    parser.add_argument("bm25_dir", type=Path, help="evaluate_bm25's output (SPLIT/run.trec)")
+    parser.add_argument("dense_dir", type=Path, help="the dense model's evaluation output (SPLIT/[maxp/]run.trec)")
     parser.add_argument("prepared_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("metrics_dir", type=Path)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     params = load_params(args.params)
-    hybrid, ks = params.hybrid, params.evaluate.k
-    _, qrels = load_eval_queries(args.prepared_dir)
-    groups = load_evidence_groups(args.prepared_dir)
-    for path in (args.bm25_run, args.dense_run):
-        if not path.is_file():
-            raise InputError(path, "run file not found", fix="run the evaluation stage that writes it first")
-    sparse, dense = read_trec_run(args.bm25_run), read_trec_run(args.dense_run)
-    fusions = {
-        "rrf": reciprocal_rank_fusion([dense, sparse], hybrid.rrf_k),
-        "weighted": weighted_fusion(dense, sparse, hybrid.dense_weight),
-    }
+    ks = params.evaluate.k
+    dense_kind = "maxp" if params.long_documents.maxp else "truncated"
+    runs, qrels, groups = {}, {}, {}
+    for split in EVAL_SPLITS:
+        _, qrels[split] = load_eval_queries(args.prepared_dir / split)
+        groups[split] = load_evidence_groups(args.prepared_dir / split)
+        dense_path = args.dense_dir / split / ("maxp" if dense_kind == "maxp" else "") / "run.trec"
+        runs[split] = (read_run(dense_path), read_run(args.bm25_dir / split / "run.trec"))
+
+    scored: dict[str, dict[str, float]] = {}  # method => point => dev nDCG@10
+    chosen: dict[str, tuple[str, dict[str, float], Fuse]] = {}
+    with tempfile.TemporaryDirectory(prefix="hybrid-grid-") as scratch:
+        for method, points in grid(params.hybrid).items():
+            scored[method] = {}
+            for name, (settings, fuse) in points.items():
+                point_dir = Path(scratch) / method / name
+                point_dir.mkdir(parents=True)
+                metrics = score_run(qrels["dev"], top(fuse(*runs["dev"]), max(ks)), ks, point_dir, "grid")
+                scored[method][name] = metrics[CHOICE_METRIC]
+            best = max(scored[method], key=scored[method].get)  # ties: the first in grid order (smaller w, k)
+            chosen[method] = (best, *points[best])
+
+    results: dict[str, dict[str, dict]] = {split: {} for split in EVAL_SPLITS}
     with atomic_dir(args.out_dir) as tmp:
-        results = {}
-        for name, fused in fusions.items():
-            (tmp / name).mkdir()
-            results[name] = score_run(qrels, top(fused, max(ks)), ks, tmp / name, f"hybrid_{name}", groups)
-            results[name].update(num_queries=len(qrels))
-    for name, metrics in results.items():
-        write_json(args.metrics_dir / f"hybrid_{name}.json", metrics)
-        logger.info("hybrid %s: ndcg_at_10 %.4f", name, metrics.get("ndcg_at_10", float("nan")))
+        for split in EVAL_SPLITS:
+            for method, (name, settings, fuse) in chosen.items():
+                out = tmp / split / method
+                out.mkdir(parents=True)
+                metrics = score_run(qrels[split], top(fuse(*runs[split]), max(ks)), ks, out, f"hybrid_{method}",
+                                    groups[split])
+                results[split][method] = metrics | {"num_queries": len(qrels[split]), "dense_run": dense_kind,
+                                                    "chosen_on_dev": settings}
+    for split, by_method in results.items():
+        for method, metrics in by_method.items():
+            write_json(args.metrics_dir / split / f"hybrid_{method}.json", metrics)
+    write_json(args.metrics_dir / "hybrid_grid.json", {"chosen_by": f"dev {CHOICE_METRIC}", "dense_run": dense_kind,
+                                                       **{f"dev_{CHOICE_METRIC}": scored}})
+    for method, (name, settings, _) in chosen.items():
+        logger.info("hybrid %s: %s chosen on dev (%s %.4f); test %s %.4f", method, settings, CHOICE_METRIC,
+                    scored[method][name], CHOICE_METRIC, results["test"][method][CHOICE_METRIC])
 
 
 if __name__ == "__main__":

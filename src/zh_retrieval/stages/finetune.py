@@ -27,6 +27,7 @@ from zh_retrieval.retrieval.encode import visible_devices
 from zh_retrieval.training.finetune import (
     VERBOSE_VARIABLE,
     check_train_file,
+    per_device_batch_size,
     prepare_partial_dir,
     torchrun_arguments,
     train,
@@ -56,11 +57,13 @@ def main() -> None:
         raise InputError(args.params, "finetune.precision is fp16 but no GPU is visible",
                          fix="use fp32 or bf16 on a CPU")
     launched_by_torchrun = "LOCAL_RANK" in os.environ
-    if not launched_by_torchrun:
-        check_train_file(args.train_file, params.train_group_size)
-        fingerprint = training_fingerprint(args.base_model, args.train_file, embedding, params)
-        prepare_partial_dir(args.out_dir, fingerprint, resume=params.checkpoint_steps is not None)
     processes = params.nproc_per_node or max(len(gpus), 1)
+    if not launched_by_torchrun:
+        world_size = processes * int(os.environ.get("NNODES", "1"))
+        per_device_batch_size(params.batch_size, world_size, args.params)  # an indivisible batch fails before launch
+        check_train_file(args.train_file, params.train_group_size)
+        fingerprint = training_fingerprint(args.base_model, args.train_file, embedding, params, world_size)
+        prepare_partial_dir(args.out_dir, fingerprint, resume=params.checkpoint_every is not None)
     if processes > 1 and not launched_by_torchrun:
         command = [sys.executable, "-m", "torch.distributed.run", *torchrun_arguments(processes),
                    "-m", "zh_retrieval.stages.finetune", *sys.argv[1:]]

@@ -4,8 +4,9 @@
         --stats metrics/prepare.json
     python -m zh_retrieval.stages.prepare --check DATASET_DIR   # validate a dataset, print its counts, write nothing
 
-OUT_DIR gets train_queries.jsonl, queries.jsonl (the `prepare.eval_split` queries, each with where
-its evidence lies when the dataset records it) and qrels.tsv; data/prepared.py has their format.
+OUT_DIR gets train_queries.jsonl and, for each of dev and test, SPLIT/queries.jsonl (each query
+with where its evidence lies when the dataset records it) and SPLIT/qrels.tsv; data/prepared.py has
+their format. A dataset without dev.jsonl gets `prepare.dev_from_train` training queries as dev.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def print_check(dataset_dir: Path) -> None:
     for name, value in counts.items():
         print(f"  {name:<28} {value:>12,}")
     if "dev_queries" not in counts:
-        print("  (no dev.jsonl: fine unless prepare.eval_split is dev)")
+        print("  (no dev.jsonl: prepare holds out prepare.dev_from_train training queries as dev)")
 
 
 def main() -> None:

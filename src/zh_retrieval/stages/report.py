@@ -3,8 +3,8 @@
     python -m zh_retrieval.stages.report METRICS_DIR EVAL_DIR REPORT_MD PLOTS_DIR --params params.yaml
 
 Writes REPORT_MD (reporting/report.py says what it holds) and, under PLOTS_DIR, the data of the
-plots dvc.yaml declares: recall@k and nDCG@k per model (at_k/<model>.csv) and how many queries
-fine-tuning improved, left unchanged and degraded (per_query_change.csv).
+plots dvc.yaml declares, on test: recall@k and nDCG@k per model (at_k/<model>.csv) and how many
+queries fine-tuning improved, left unchanged and degraded (per_query_change.csv).
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     metrics = load_metrics(args.metrics_dir)
-    changes = summary(compare(read_per_query(args.eval_dir / "base"), read_per_query(args.eval_dir / "finetuned"),
-                              "ndcg_at_10"))
+    changes = summary(compare(read_per_query(args.eval_dir / "base" / "test"),
+                              read_per_query(args.eval_dir / "finetuned" / "test"), "ndcg_at_10"))
     for stem in ("base", "finetuned", "bm25"):
-        if stem in metrics:
-            write_csv(args.plots_dir / "at_k" / f"{stem}.csv", ["k", "recall", "ndcg"], at_k_rows(metrics[stem]))
+        if stem in metrics["test"]:
+            write_csv(args.plots_dir / "at_k" / f"{stem}.csv", ["k", "recall", "ndcg"],
+                      at_k_rows(metrics["test"][stem]))
     write_csv(args.plots_dir / "per_query_change.csv", ["outcome", "queries"],
               [[outcome, count] for outcome, count in changes.items()])
     report = render_report(metrics, params.raw, changes)

@@ -6,9 +6,14 @@ The output directory appears only when training has finished, and holds:
     training_args.json, data_args.json                 what the trainer actually ran with (learning_rate, ...)
     trainer_state.json                                 loss and learning rate per logging step
 
-With `finetune.checkpoint_steps`, a killed run leaves its checkpoints in a hidden sibling of the
-output directory, and the next run of the same model, data and params resumes from the last one;
-otherwise the next run starts clean. The output directory never holds a half-trained model.
+`finetune.batch_size` is the global batch: each of the world's processes takes batch_size / world
+size queries a step, so 1, 2 or 8 GPUs train the same number of steps on the same schedule (an
+indivisible batch is an error).
+
+With `finetune.checkpoint_every`, a killed run leaves its checkpoints in a hidden sibling of the
+output directory, and the next run of the same model, data, params and world size resumes from the
+last one; otherwise the next run starts clean, saying why. The output directory never holds a
+half-trained model.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from zh_retrieval.core.errors import InputError
@@ -40,15 +47,59 @@ def fingerprint_file(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.partial.json"
 
 
-def training_fingerprint(base_model: Path, train_file: Path, embedding: EmbeddingParams, params: FinetuneParams) -> str:
-    """A run may only resume checkpoints of the same model, data and hyperparameters."""
+def world_size_from_environment() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def per_device_batch_size(batch_size: int, world_size: int, params_file: Path | str = "params.yaml") -> int:
+    """Each process's share of the global batch; the same steps and schedule on any number of processes."""
+    if batch_size % world_size:
+        raise InputError(params_file, f"`finetune.batch_size` {batch_size} does not divide among {world_size} "
+                         "training processes", fix=f"use a multiple of {world_size}, or set finetune.nproc_per_node")
+    return batch_size // world_size
+
+
+def steps_per_epoch(train_queries: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch: the last, short batch is kept (accelerate pads it across processes)."""
+    return math.ceil(train_queries / batch_size)
+
+
+def checkpoint_interval(train_queries: int, params: FinetuneParams) -> int | None:
+    """`checkpoint_every`, a fraction of an epoch, in optimizer steps (at least 1); None without checkpoints."""
+    if params.checkpoint_every is None:
+        return None
+    return max(1, math.ceil(steps_per_epoch(train_queries, params.batch_size) * params.checkpoint_every))
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What an interrupted run's checkpoints were trained from: they resume only on an equal one."""
+
+    recipe: str  # model, data, embedding and finetune params
+    world_size: int  # the Trainer restores the checkpoint's per-device batch and re-counts epochs by it
+
+    def describe(self) -> str:
+        return json.dumps({"recipe": self.recipe, "world_size": self.world_size}, sort_keys=True)
+
+    @classmethod
+    def parse(cls, text: str) -> Fingerprint | None:
+        try:
+            data = json.loads(text)
+            return cls(str(data["recipe"]), int(data["world_size"]))
+        except (ValueError, KeyError, TypeError):
+            return None  # written by an older version, or half-written: not resumable
+
+
+def training_fingerprint(base_model: Path, train_file: Path, embedding: EmbeddingParams, params: FinetuneParams,
+                         world_size: int) -> Fingerprint:
+    """A run may only resume checkpoints of the same model, data, hyperparameters and number of processes."""
     described = {
         "base_model": revision(base_model),
         "train_file": hashlib.sha256(train_file.read_bytes()).hexdigest(),
         "embedding": dataclasses.asdict(embedding),
         "finetune": {k: v for k, v in dataclasses.asdict(params).items() if k != "nproc_per_node"},
     }
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    return Fingerprint(hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest(), world_size)
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -56,26 +107,46 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return max(checkpoints, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def prepare_partial_dir(out_dir: Path, fingerprint: str, resume: bool) -> Path | None:
+def why_not_resumable(recorded: Fingerprint | None, fingerprint: Fingerprint) -> str | None:
+    """None when checkpoints recorded as `recorded` resume this run; else the reason, for the log."""
+    if recorded is None or recorded.recipe != fingerprint.recipe:
+        return "its checkpoints are of another model, data or params"
+    if recorded.world_size != fingerprint.world_size:
+        # The Trainer would restore the old per-device batch and re-count finished epochs with the
+        # new world size: a short run published as finished, or queries trained twice.
+        written_by = f"{recorded.world_size} training process{'es' if recorded.world_size > 1 else ''}"
+        return (f"its checkpoints were written by {written_by} and this run has {fingerprint.world_size}; "
+                "a run resumes only on as many processes as it started with")
+    return None
+
+
+def prepare_partial_dir(out_dir: Path, fingerprint: Fingerprint, resume: bool) -> Path | None:
     """Keep an interrupted run's checkpoints if resuming is on and they match this run; else start clean.
 
     Returns the checkpoint to resume from, if any.
     """
-    tmp, recorded = partial_dir(out_dir), fingerprint_file(out_dir)
+    tmp, recorded_file = partial_dir(out_dir), fingerprint_file(out_dir)
     checkpoint = latest_checkpoint(tmp) if tmp.is_dir() else None
-    same_run = recorded.is_file() and recorded.read_text(encoding="utf-8").strip() == fingerprint
-    if resume and checkpoint is not None and same_run:
+    recorded = Fingerprint.parse(recorded_file.read_text(encoding="utf-8")) if recorded_file.is_file() else None
+    reason = "resuming is off" if not resume else why_not_resumable(recorded, fingerprint)
+    if checkpoint is not None and reason is None:
         logger.info("resuming from %s", checkpoint)
         return checkpoint
     if tmp.exists():
-        logger.info("removing %s left by an interrupted run (%s)", tmp,
-                    "resuming is off" if not resume else "no matching checkpoint")
+        logger.warning("starting over: removing %s, left by an interrupted run, as %s", tmp,
+                       reason or "it holds no complete checkpoint")
         shutil.rmtree(tmp)
     if resume:
-        recorded.write_text(fingerprint + "\n", encoding="utf-8")
+        recorded_file.write_text(fingerprint.describe() + "\n", encoding="utf-8")
     else:
-        recorded.unlink(missing_ok=True)
+        recorded_file.unlink(missing_ok=True)
     return None
+
+
+def count_train_queries(train_file: Path) -> int:
+    """The rows of a train file check_train_file has passed (every rank counts them for the checkpoint interval)."""
+    with train_file.open("rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def check_train_file(train_file: Path, group_size: int) -> int:
@@ -97,8 +168,9 @@ def check_train_file(train_file: Path, group_size: int) -> int:
 
 
 def flag_arguments(base_model: Path, train_file: Path, output_dir: Path, embedding: EmbeddingParams,
-                   params: FinetuneParams, world_size: int) -> tuple:
+                   params: FinetuneParams, world_size: int, train_queries: int) -> tuple:
     """FlagEmbedding's three argument dataclasses, filled from params.yaml."""
+    save_steps = checkpoint_interval(train_queries, params)
     on_gpu = visible_devices() != ["cpu"]
     from FlagEmbedding.finetune.embedder.encoder_only.base import (
         EncoderOnlyEmbedderDataArguments,
@@ -119,7 +191,7 @@ def flag_arguments(base_model: Path, train_file: Path, output_dir: Path, embeddi
         output_dir=str(output_dir),
         learning_rate=params.lr,
         num_train_epochs=params.epochs,
-        per_device_train_batch_size=params.per_device_batch_size,
+        per_device_train_batch_size=per_device_batch_size(params.batch_size, world_size),
         warmup_ratio=params.warmup_ratio,
         weight_decay=params.weight_decay,
         temperature=params.temperature,
@@ -142,8 +214,8 @@ def flag_arguments(base_model: Path, train_file: Path, output_dir: Path, embeddi
         # make every run's model directory differ and defeat DVC's run-cache.
         logging_dir=str(output_dir / "logs"),
         # The finished model is the output; checkpoints exist only to resume an interrupted run.
-        save_strategy="steps" if params.checkpoint_steps else "no",
-        save_steps=params.checkpoint_steps or 500,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
         save_total_limit=2,  # the last one may be half-written when the process is killed
         # Never "all": the Trainer would find dvclive and rewrite the project's dvc.yaml.
         report_to="none",
@@ -243,9 +315,10 @@ def quiet_library_logs() -> None:
 
 
 def summary_line(base_model: Path, embedding: EmbeddingParams, params: FinetuneParams, world_size: int) -> str:
-    processes = f"{world_size} processes, negatives shared across them" if world_size > 1 else "1 process"
-    return (f"fine-tuning {base_model}: lr {params.lr}, epochs {params.epochs:g}, batch {params.per_device_batch_size}"
-            f" x {processes}, groups of {params.train_group_size}, temperature {params.temperature}, "
+    processes = (f"{per_device_batch_size(params.batch_size, world_size)} x {world_size} processes, negatives "
+                 "shared across them" if world_size > 1 else "1 process")
+    return (f"fine-tuning {base_model}: lr {params.lr}, epochs {params.epochs:g}, batch {params.batch_size}"
+            f" ({processes}), groups of {params.train_group_size}, temperature {params.temperature}, "
             f"{embedding.pooling} pooling, query/passage {embedding.query_max_len}/{embedding.passage_max_len} "
             f"tokens, {params.precision}, seed {params.seed} (full arguments: {VERBOSE_VARIABLE}=1)")
 
@@ -254,14 +327,15 @@ def train(base_model: Path, train_file: Path, out_dir: Path, embedding: Embeddin
           log_dir: Path | None = None, verbose: bool = False) -> None:
     from FlagEmbedding.finetune.embedder.encoder_only.base import EncoderOnlyEmbedderRunner
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = world_size_from_environment()
     if not verbose:
         quiet_library_logs()
     if int(os.environ.get("RANK", "0")) == 0:
         logger.info("%s", summary_line(base_model, embedding, params, world_size))
     tmp = partial_dir(out_dir)
-    model_args, data_args, training_args = flag_arguments(base_model, train_file, tmp, embedding, params, world_size)
-    checkpoint = latest_checkpoint(tmp) if params.checkpoint_steps and tmp.is_dir() else None
+    model_args, data_args, training_args = flag_arguments(base_model, train_file, tmp, embedding, params, world_size,
+                                                          count_train_queries(train_file))
+    checkpoint = latest_checkpoint(tmp) if params.checkpoint_every and tmp.is_dir() else None
     training_args.resume_from_checkpoint = str(checkpoint) if checkpoint else None
     runner = EncoderOnlyEmbedderRunner(model_args=model_args, data_args=data_args, training_args=training_args)
     if checkpoint is not None:
