@@ -115,7 +115,7 @@ def parquet_bytes(rows: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def test_t2retrieval_becomes_an_mldr_layout_test_set(tmp_path: Path) -> None:
+def test_t2retrieval_becomes_an_mldr_layout_dev_and_test_set(tmp_path: Path) -> None:
     from zh_retrieval.data.mldr import load_corpus, load_queries
     from zh_retrieval.fetch import T2RETRIEVAL
 
@@ -124,21 +124,26 @@ def test_t2retrieval_becomes_an_mldr_layout_test_set(tmp_path: Path) -> None:
     with HubStandIn() as hub:
         hub.add("dataset", corpus_repo.repo_id, corpus_repo.revision, {
             "data/corpus-00000-of-00001.parquet": parquet_bytes(passages),
-            "data/queries-00000-of-00001.parquet": parquet_bytes([{"id": "q1", "text": "问题一"},
-                                                                  {"id": "q2", "text": "问题二"}]),
+            "data/queries-00000-of-00001.parquet": parquet_bytes([{"id": f"q{i}", "text": f"问题{i}"}
+                                                                  for i in range(1, 6)]),
         })
         hub.add("dataset", qrels_repo.repo_id, qrels_repo.revision, {
             "data/dev-00000-of-00001.parquet": parquet_bytes([
                 {"qid": "q1", "pid": "p1", "score": 2}, {"qid": "q1", "pid": "p3", "score": 1},
-                {"qid": "q2", "pid": "p0", "score": 0}]),  # not relevant: q2 has no positive and is left out
+                {"qid": "q2", "pid": "p0", "score": 0},  # not relevant: q2 has no positive and is left out
+                {"qid": "q3", "pid": "p2", "score": 1}, {"qid": "q4", "pid": "p0", "score": 1},
+                {"qid": "q5", "pid": "p1", "score": 1}]),
         })
         target = tmp_path / "t2"
         result = run_fetch(hub.endpoint, "t2retrieval", target, home=tmp_path / "hf")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in target.iterdir()) == ["REVISION", "corpus.jsonl", "test.jsonl"]
+    assert sorted(p.name for p in target.iterdir()) == ["REVISION", "corpus.jsonl", "dev.jsonl", "test.jsonl"]
     corpus = load_corpus(target)
     assert corpus == {p["id"]: p["text"] for p in passages}
-    [query] = load_queries(target, "test", corpus)
-    assert (query.query_id, query.text, query.positive_ids) == ("q1", "问题一", ("p1", "p3"))
+    dev, test = load_queries(target, "dev", corpus), load_queries(target, "test", corpus)
+    assert len(dev) == 2 and len(test) == 2, "a seeded half of the 4 queries with a positive each"
+    queries = {q.query_id: q for q in [*dev, *test]}
+    assert sorted(queries) == ["q1", "q3", "q4", "q5"]
+    assert (queries["q1"].text, queries["q1"].positive_ids) == ("问题1", ("p1", "p3"))
     assert (target / "REVISION").read_text().splitlines() == [f"{corpus_repo.repo_id}@{corpus_repo.revision}",
                                                               f"{qrels_repo.repo_id}@{qrels_repo.revision}"]

@@ -59,6 +59,16 @@ def test_lr_as_dvc_writes_it_is_a_number(tmp_path: Path) -> None:
                                        "`long_documents.maxp: true`"),
         ("dataset_negative_share: 0.0", "use_dataset_negatives: true",
          "`mine.use_dataset_negatives` was replaced by `mine.dataset_negative_share`"),
+        # The recipe is set per run, not per device: the old per-device keys name their replacements.
+        ("batch_size: 8 ", "per_device_batch_size: 8 ",
+         "`finetune.per_device_batch_size` was replaced by `finetune.batch_size`"),
+        ("checkpoint_every: null", "checkpoint_steps: 500",
+         "`finetune.checkpoint_steps` was replaced by `finetune.checkpoint_every`"),
+        ("checkpoint_every: null", "checkpoint_every: 1.5", "`finetune.checkpoint_every` is 1.5"),
+        ("dev_from_train: 200", "eval_split: test", "`prepare.eval_split` was replaced by `prepare.dev_from_train`"),
+        ("guard_reference: trained_positive", "guard_reference: other", "`mine.guard_reference` is 'other'"),
+        ("dense_weights: [0.0,", "dense_weights: [1.5,", "`hybrid.dense_weights` is [1.5,"),
+        ("rrf_ks: [10,", "rrf_ks: [-1,", "`hybrid.rrf_ks` is [-1,"),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, old: str, new: str, message: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,10 @@ PRESETS = {
 
 
 # C-MTEB's T2Retrieval (T2Ranking's passages, general-domain web queries), at the revisions MTEB's
-# task metadata pins; converted to MLDR's layout (corpus.jsonl, test.jsonl from its dev qrels) so
-# that `general.dataset` can name it. Its queries and qrels live in two repositories.
+# task metadata pins; converted to MLDR's layout (corpus.jsonl, and its dev qrels' queries split in
+# two halves, dev.jsonl and test.jsonl, so the merge weight is chosen on other queries than it is
+# reported on) so that `general.dataset` can name it. Its queries and qrels live in two repositories.
+GENERAL_SPLIT_SEED = 0  # which half of T2Retrieval's queries is dev: fixed, so every fetch splits alike
 T2RETRIEVAL = (
     Source(repo_id="C-MTEB/T2Retrieval", repo_type="dataset", revision="8731a845f1bf500a4f111cf1070785c793d10e64",
            patterns=("data/corpus-*.parquet", "data/queries-*.parquet")),
@@ -135,7 +138,8 @@ def _parquet_rows(files: list[Path], prefix: str, columns: tuple[str, ...]) -> l
 
 
 def fetch_t2retrieval(target: Path, sources: tuple[Source, Source] = T2RETRIEVAL) -> Path:
-    """C-MTEB T2Retrieval as an MLDR-layout directory: corpus.jsonl and test.jsonl (its dev qrels, score > 0)."""
+    """C-MTEB T2Retrieval as an MLDR-layout directory: corpus.jsonl, and its dev qrels' queries (score > 0)
+    split into dev.jsonl and test.jsonl, a seeded half each (test takes the odd one)."""
     _check_online(target)
     corpus_source, qrels_source = sources
     with atomic_dir(target) as tmp:
@@ -151,16 +155,19 @@ def fetch_t2retrieval(target: Path, sources: tuple[Source, Source] = T2RETRIEVAL
         if not relevant:
             raise InputError(target, "no qrels row names a query and a passage of the downloaded files")
         write_jsonl(tmp / "corpus.jsonl", [{"docid": d, "text": t} for d, t in corpus.items()])
-        write_jsonl(tmp / "test.jsonl", [
-            {"query_id": q, "query": queries[q], "positive_passages": [{"docid": d, "text": corpus[d]} for d in docs],
-             "negative_passages": []}
-            for q, docs in sorted(relevant.items())
-        ])
+        query_ids = sorted(relevant)
+        dev = set(random.Random(GENERAL_SPLIT_SEED).sample(query_ids, len(query_ids) // 2))
+        for split, ids in (("dev", [q for q in query_ids if q in dev]), ("test", [q for q in query_ids if q not in dev])):
+            write_jsonl(tmp / f"{split}.jsonl", [
+                {"query_id": q, "query": queries[q],
+                 "positive_passages": [{"docid": d, "text": corpus[d]} for d in relevant[q]], "negative_passages": []}
+                for q in ids
+            ])
         shutil.rmtree(tmp / ".download")
         shutil.rmtree(tmp / ".download-qrels")
         (tmp / REVISION_FILE).write_text("".join(f"{s.repo_id}@{s.revision}\n" for s in sources), encoding="utf-8")
-    logger.info("fetched %s into %s: %d passages, %d test queries", corpus_source.repo_id, target, len(corpus),
-                len(relevant))
+    logger.info("fetched %s into %s: %d passages, %d dev and %d test queries", corpus_source.repo_id, target,
+                len(corpus), len(dev), len(relevant) - len(dev))
     return target
 
 

@@ -155,8 +155,10 @@ def hybrid_lines(test: Metrics) -> list[str]:
     for stem, label in HYBRIDS:
         if stem not in test or "chosen_on_dev" not in test[stem]:
             continue
-        point = ", ".join(f"{k} {v:g}" for k, v in test[stem]["chosen_on_dev"].items())
-        chosen.append(f"{label} at {point}")
+        settings = test[stem]["chosen_on_dev"]
+        point = ", ".join(f"{k} {v:g}" for k, v in settings.items())
+        alone = {0: " (BM25 alone)", 1: " (the dense run alone)"}.get(settings.get("dense_weight"), "")
+        chosen.append(f"{label} at {point}{alone}")
         value = test[stem].get("ndcg_at_10")
         if bm25 is not None and value is not None and value < bm25:
             warnings.append(f"**On test, the {label} hybrid ({value:.4f} nDCG@10) falls below BM25 ({bm25:.4f}), at "
