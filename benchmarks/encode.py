@@ -99,7 +99,8 @@ def sample_ndcg(precision: str, max_length: int) -> float:
                                 passage_max_len=max_length)
     with tempfile.TemporaryDirectory() as tmp:
         # The sample records where each query's evidence lies, which takes the model's tokenizer to place.
-        prepare(SAMPLE, Path(tmp) / "prepared", PrepareParams(dev_from_train=200, dev_seed=0), model, embedding.passage_max_len)
+        prepare(SAMPLE, Path(tmp) / "prepared", PrepareParams(dev_from_train=200, dev_seed=0), model,
+                embedding.passage_max_len)
         queries, qrels = load_eval_queries(Path(tmp) / "prepared" / "test")
         corpus = load_corpus(SAMPLE)
         vectors = embed_corpus(model, corpus.items(), Path(tmp) / "emb", embedding, EncodeParams(32, precision))

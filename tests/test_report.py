@@ -120,7 +120,8 @@ def test_forgetting_table_compares_domain_with_general_and_warns_on_a_regression
 def test_hybrid_lines_name_the_dev_choice_and_warn_when_test_falls_below_bm25() -> None:
     test = {**METRICS,
             "hybrid_weighted": {"ndcg_at_10": 0.75, "dense_run": "maxp", "chosen_on_dev": {"dense_weight": 0.2}},
-            "hybrid_rrf": {"ndcg_at_10": 0.65, "dense_run": "maxp", "chosen_on_dev": {"rrf_k": 60, "dense_weight": 0.3}}}
+            "hybrid_rrf": {"ndcg_at_10": 0.65, "dense_run": "maxp",
+                           "chosen_on_dev": {"rrf_k": 60, "dense_weight": 0.3}}}
     lines = hybrid_lines(test)
     assert "fine-tuned MaxP run" in lines[0]
     assert "weighted at dense_weight 0.2; RRF at rrf_k 60, dense_weight 0.3" in lines[0]

@@ -157,7 +157,8 @@ def fetch_t2retrieval(target: Path, sources: tuple[Source, Source] = T2RETRIEVAL
         write_jsonl(tmp / "corpus.jsonl", [{"docid": d, "text": t} for d, t in corpus.items()])
         query_ids = sorted(relevant)
         dev = set(random.Random(GENERAL_SPLIT_SEED).sample(query_ids, len(query_ids) // 2))
-        for split, ids in (("dev", [q for q in query_ids if q in dev]), ("test", [q for q in query_ids if q not in dev])):
+        halves = (("dev", [q for q in query_ids if q in dev]), ("test", [q for q in query_ids if q not in dev]))
+        for split, ids in halves:
             write_jsonl(tmp / f"{split}.jsonl", [
                 {"query_id": q, "query": queries[q],
                  "positive_passages": [{"docid": d, "text": corpus[d]} for d in relevant[q]], "negative_passages": []}

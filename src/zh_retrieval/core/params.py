@@ -52,7 +52,8 @@ RENAMED_KEYS = {  # old key => (new key, an example of the new setting)
     "finetune.checkpoint_steps": ("finetune.checkpoint_every", "a fraction of an epoch, e.g. checkpoint_every: 0.1, "
                                   "or null for none"),
     "prepare.eval_split": ("prepare.dev_from_train", "evaluation now scores dev and test both; remove eval_split"),
-    "hybrid.dense_weight": ("hybrid.dense_weights", "a grid chosen from on dev, e.g. dense_weights: [0.0, 0.1, ..., 1.0]"),
+    "hybrid.dense_weight": ("hybrid.dense_weights",
+                            "a grid chosen from on dev, e.g. dense_weights: [0.0, 0.1, ..., 1.0]"),
     "hybrid.rrf_k": ("hybrid.rrf_ks", "a grid chosen from on dev, e.g. rrf_ks: [10, 30, 60, 100]"),
 }
 DEEPSPEED_CONFIG_DIR = "configs"  # the finetune stage depends on this directory in dvc.yaml

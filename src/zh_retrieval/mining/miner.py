@@ -63,7 +63,8 @@ def mine(
         positive_rows = [row_of[d] for d in query.positive_ids]
         positives = positive_passages(query, row_of, params.positive, query_vector, passages, bm25_choices)
         if params.guard_reference == "trained_positive":
-            positive_score = max(trained_score(ref, row_of, corpus_vectors, passages, query_vector) for ref in positives)
+            positive_score = max(trained_score(ref, row_of, corpus_vectors, passages, query_vector)
+                                 for ref in positives)
         else:
             positive_score = max(guard.score(r, query_vector) for r in positive_rows)
         threshold = Threshold.for_positive(positive_score, params.false_negative_margin,

@@ -57,7 +57,8 @@ def hard_window(mine: dict[str, Any]) -> str:
     low, high = mine["hard_rank_min"], mine["hard_rank_max"]
     if mine["guard"] == "truncated":
         return f"from ranks {low}-{high}"
-    return f"the first {high - low + 1} candidates that pass the guard, from rank {low} down to rank {mine['random_rank_min']}"
+    return (f"the first {high - low + 1} candidates that pass the guard, from rank {low} down to rank "
+            f"{mine['random_rank_min']}")
 
 
 def score(metrics: dict[str, Any], key: str) -> str:
@@ -102,7 +103,8 @@ def render_card(name: str, params: dict[str, Any], metrics: dict[str, dict[str, 
         "## Training",
         "",
         f"- FlagEmbedding contrastive fine-tuning: lr {params['lr']}, epochs {finetune['epochs']}, batch "
-        f"{finetune['batch_size']} queries a step (over all processes), train_group_size {finetune['train_group_size']} "
+        f"{finetune['batch_size']} queries a step (over all processes), "
+        f"train_group_size {finetune['train_group_size']} "
         f"(1 positive + {finetune['train_group_size'] - 1} negatives), temperature {finetune['temperature']}, "
         f"seed {params['seed']}, {finetune['precision']}",
         f"- pooling {pooling}, normalised; passages up to {embedding['passage_max_len']} tokens, queries up to "
