@@ -2,7 +2,7 @@
 
     python scripts/update_readme_results.py
 
-All of it up to the dev table: the dev figures and the split by evidence position stay in
+The test figures, up to their split by evidence position: that split and the dev figures stay in
 metrics/report.md (the README's size is capped; the README's own tables read dev for its
 choices, and docs/evaluation.md discusses the split).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- report -->\n", "<!-- /report -->"
-LEFT_OUT = "\nDev, "  # the report's dev table and everything after it
+LEFT_OUT = "\nBy where each test query's evidence starts"  # and the dev section after it
 
 
 def main() -> None:

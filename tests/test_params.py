@@ -66,7 +66,7 @@ def test_lr_as_dvc_writes_it_is_a_number(tmp_path: Path) -> None:
          "`finetune.checkpoint_steps` was replaced by `finetune.checkpoint_every`"),
         ("checkpoint_every: null", "checkpoint_every: 1.5", "`finetune.checkpoint_every` is 1.5"),
         ("dev_from_train: 200", "eval_split: test", "`prepare.eval_split` was replaced by `prepare.dev_from_train`"),
-        ("guard_reference: trained_positive", "guard_reference: other", "`mine.guard_reference` is 'other'"),
+        ("guard_reference: positive_document", "guard_reference: other", "`mine.guard_reference` is 'other'"),
         ("dense_weights: [0.0,", "dense_weights: [1.5,", "`hybrid.dense_weights` is [1.5,"),
         ("rrf_ks: [10,", "rrf_ks: [-1,", "`hybrid.rrf_ks` is [-1,"),
     ],

@@ -81,6 +81,13 @@ def test_evaluation_queries_must_be_held_out(dataset_dir: Path, tmp_path: Path) 
     assert not (tmp_path / "prepared").exists()
 
 
+def test_dev_and_test_must_not_share_queries(dataset_dir: Path, tmp_path: Path) -> None:
+    write_lines(dataset_dir / "dev.jsonl", [query_row("q5", "区域", ["d5"])])
+    with pytest.raises(InputError, match="1 query ids are in both dev and test, e.g. 'q5'"):
+        prepare(dataset_dir, tmp_path / "prepared", PARAMS)
+    assert not (tmp_path / "prepared").exists()
+
+
 def test_evidence_offsets_split_evaluation_queries_by_passage(dataset_dir: Path, tmp_path: Path) -> None:
     """With a 6-token passage (4 characters after [CLS] and [SEP]), evidence at character 5 lies past the first."""
     write_lines(dataset_dir / "test.jsonl", [query_row("q5", "区域", ["d5"]) | {"evidence_offset": 5},

@@ -79,10 +79,10 @@ def test_readme_shows_the_committed_report() -> None:
     readme = (root / "README.md").read_text(encoding="utf-8")
     block = readme.split("<!-- report -->\n", 1)[1].split("<!-- /report -->", 1)[0]
     report = (root / "metrics" / "report.md").read_text(encoding="utf-8").removeprefix("# Results\n")
-    shown, left_out = report.split("\nDev, ", 1)
+    shown, left_out = report.split("\nBy where each test query's evidence starts", 1)
     assert block.strip() == shown.strip(), "run scripts/update_readme_results.py"
     assert "evidence in |" in left_out and "evidence in |" not in block, "the evidence split stays in the report"
-    assert "Test, 237 queries" in block and "read by no choice" in block
+    assert "Test, 237 queries" in block and "read by no choice" in block and "\nDev, " in left_out
 
 
 def test_evidence_table_splits_every_system_including_maxp() -> None:
@@ -130,4 +130,4 @@ def test_hybrid_lines_name_the_dev_choice_and_warn_when_test_falls_below_bm25() 
                         "dense_weight 0.3, the point dev chose.**"]
     assert hybrid_lines(METRICS) == [], "no hybrid metrics, no lines"
     bm25_alone = {**test, "hybrid_weighted": {**test["hybrid_weighted"], "chosen_on_dev": {"dense_weight": 0.0}}}
-    assert "weighted at dense_weight 0 (BM25 alone)" in hybrid_lines(bm25_alone)[0]
+    assert "weighted at dense_weight 0 (BM25's order)" in hybrid_lines(bm25_alone)[0]

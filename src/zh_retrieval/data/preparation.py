@@ -87,6 +87,10 @@ def evaluation_splits(dataset_dir: Path, corpus: dict[str, str], params: Prepare
         if split not in splits:
             splits[split] = load_queries(dataset_dir, split, corpus)
         check_held_out(dataset_dir, train, splits[split], split)
+    shared = {q.query_id for q in splits["dev"]} & {q.query_id for q in splits["test"]}
+    if shared:  # a choice read on dev would then read test too
+        raise InputError(dataset_dir, f"{len(shared)} query ids are in both dev and test, e.g. {sorted(shared)[0]!r}",
+                         fix="test must be held out from dev, where choices are made")
     return train, splits, drawn
 
 

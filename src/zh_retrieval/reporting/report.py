@@ -157,7 +157,7 @@ def hybrid_lines(test: Metrics) -> list[str]:
             continue
         settings = test[stem]["chosen_on_dev"]
         point = ", ".join(f"{k} {v:g}" for k, v in settings.items())
-        alone = {0: " (BM25 alone)", 1: " (the dense run alone)"}.get(settings.get("dense_weight"), "")
+        alone = {0: " (BM25's order)", 1: " (the dense run's order)"}.get(settings.get("dense_weight"), "")
         chosen.append(f"{label} at {point}{alone}")
         value = test[stem].get("ndcg_at_10")
         if bm25 is not None and value is not None and value < bm25:
@@ -198,7 +198,8 @@ def render_report(by_split: dict[str, Metrics], params: dict[str, Any], changes:
     dev_heading = (f"Dev, {dev['base']['num_queries']} queries: where the merge weight, the hybrids' points and the "
                    "recipes are chosen.")
     return "\n".join(["# Results", "", test_heading, "", *results_table(metrics), "", *setting, *hybrid_lines(metrics),
-                      *forgetting, "", dev_heading, "", *results_table(dev), *evidence, ""])
+                      *forgetting, *evidence, "", dev_heading, "", *results_table(dev),
+                      *forgetting_table(dev, params), ""])
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:

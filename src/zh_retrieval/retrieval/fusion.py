@@ -2,9 +2,10 @@
 
 - reciprocal rank fusion (RRF): score(d) = sum over runs of weight / (rrf_k + rank(d)), no score scales involved;
 - weighted score fusion: w * dense + (1 - w) * bm25, each run's scores min-max normalised per query.
-A document missing from one run's top list gets nothing from that run. A dense weight of 0 ranks
-as BM25 alone and 1 as the dense run alone, so a grid holding both ends can always fall back to
-the better part.
+A document missing from one run's top list gets nothing from that run. A dense weight of 0 keeps
+BM25's order and 1 the dense run's, so a grid holding both ends can fall back to the better part
+(min-max puts a run's last document at 0, level with the documents only the other run found, so
+the last places of a top list may differ from that run's).
 """
 
 from __future__ import annotations

@@ -43,8 +43,9 @@ def grid(params: HybridParams) -> dict[str, dict[str, tuple[dict[str, float], Fu
         return lambda dense, sparse: reciprocal_rank_fusion([dense, sparse], k, [w, 1 - w])
 
     return {
-        "weighted": {f"w{w:.2f}".replace(".", "_"): ({"dense_weight": w}, weighted(w)) for w in params.dense_weights},
-        "rrf": {f"k{k}_w{w:.2f}".replace(".", "_"): ({"rrf_k": k, "dense_weight": w}, rrf(w, k))
+        # `g` keeps distinct weights distinct (0.12 and 0.125); no dot, which DVC would read as nesting.
+        "weighted": {f"w{w:g}".replace(".", "_"): ({"dense_weight": w}, weighted(w)) for w in params.dense_weights},
+        "rrf": {f"k{k}_w{w:g}".replace(".", "_"): ({"rrf_k": k, "dense_weight": w}, rrf(w, k))
                 for k in params.rrf_ks for w in params.dense_weights},
     }
 
@@ -84,7 +85,8 @@ def main() -> None:
                 point_dir.mkdir(parents=True)
                 metrics = score_run(qrels["dev"], top(fuse(*runs["dev"]), max(ks)), ks, point_dir, "grid")
                 scored[method][name] = metrics[CHOICE_METRIC]
-            best = max(scored[method], key=scored[method].get)  # ties: the first in grid order (smaller w, k)
+            # Ties: the first in grid order, the smaller weight (for RRF, the smaller k before that).
+            best = max(scored[method], key=scored[method].get)
             chosen[method] = (best, *points[best])
 
     results: dict[str, dict[str, dict]] = {split: {} for split in EVAL_SPLITS}

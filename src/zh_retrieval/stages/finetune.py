@@ -58,13 +58,14 @@ def main() -> None:
                          fix="use fp32 or bf16 on a CPU")
     launched_by_torchrun = "LOCAL_RANK" in os.environ
     processes = params.nproc_per_node or max(len(gpus), 1)
+    world_size = (int(os.environ["WORLD_SIZE"]) if launched_by_torchrun
+                  else processes * int(os.environ.get("NNODES", "1")))
+    per_device_batch_size(params.batch_size, world_size, args.params)  # an indivisible batch fails before launch
     if not launched_by_torchrun:
-        world_size = processes * int(os.environ.get("NNODES", "1"))
-        per_device_batch_size(params.batch_size, world_size, args.params)  # an indivisible batch fails before launch
         check_train_file(args.train_file, params.train_group_size)
         fingerprint = training_fingerprint(args.base_model, args.train_file, embedding, params, world_size)
         prepare_partial_dir(args.out_dir, fingerprint, resume=params.checkpoint_every is not None)
-    if processes > 1 and not launched_by_torchrun:
+    if world_size > 1 and not launched_by_torchrun:  # several processes here, or one on each of several nodes
         command = [sys.executable, "-m", "torch.distributed.run", *torchrun_arguments(processes),
                    "-m", "zh_retrieval.stages.finetune", *sys.argv[1:]]
         logger.info("launching %s", " ".join(command))

@@ -109,7 +109,9 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 def why_not_resumable(recorded: Fingerprint | None, fingerprint: Fingerprint) -> str | None:
     """None when checkpoints recorded as `recorded` resume this run; else the reason, for the log."""
-    if recorded is None or recorded.recipe != fingerprint.recipe:
+    if recorded is None:
+        return "nothing readable records what its checkpoints were trained from"
+    if recorded.recipe != fingerprint.recipe:
         return "its checkpoints are of another model, data or params"
     if recorded.world_size != fingerprint.world_size:
         # The Trainer would restore the old per-device batch and re-count finished epochs with the
