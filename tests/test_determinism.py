@@ -89,7 +89,7 @@ def test_finetune_is_byte_reproducible(tmp_path: Path) -> None:
     # Quiet by default: one summary line instead of FlagEmbedding's ~180-line argument dump and its
     # "distributed training: True" for one CPU process; ZH_RETRIEVAL_VERBOSE=1 brings them back.
     quiet, verbose = logs
-    assert "fine-tuning " in quiet and "lr 0.0001, epochs 1, batch 4 x 1 process, groups of 3" in quiet
+    assert "fine-tuning " in quiet and "lr 0.0001, epochs 1, batch 4 (1 process), groups of 3" in quiet
     assert "Training/evaluation parameters" not in quiet and "distributed training" not in quiet
     assert len(quiet.splitlines()) < len(verbose.splitlines()) - 100
     assert "Training/evaluation parameters" in verbose
