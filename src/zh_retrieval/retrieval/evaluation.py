@@ -14,7 +14,7 @@ import numpy as np
 
 from zh_retrieval.core.files import atomic_dir
 from zh_retrieval.core.params import EmbeddingParams, EncodeParams, EvaluateParams
-from zh_retrieval.retrieval.encode import encode, load_embedder, with_instruction
+from zh_retrieval.retrieval.encode import Embedder, encode, with_instruction
 from zh_retrieval.retrieval.metrics import score_run
 from zh_retrieval.retrieval.search import maxp_search, search
 
@@ -31,7 +31,7 @@ def as_run(query_ids: list[str], docids: list[str], scores: np.ndarray, rows: np
 
 
 def evaluate(
-    model_dir: Path,
+    embedder: Embedder,
     docids: list[str],
     corpus_vectors: np.ndarray,
     passages: tuple[np.ndarray, np.ndarray] | None,
@@ -47,10 +47,10 @@ def evaluate(
 ) -> dict[str, float | int | str]:
     """Dense retrieval over the whole corpus; returns the mean metrics and writes out_dir/run.trec.
 
-    With passage embeddings (MaxP), the metrics also hold `maxp.*`, and out_dir/maxp/ its run.
+    `embedder` is loaded by the caller, once for all the splits it evaluates. With passage
+    embeddings (MaxP), the metrics also hold `maxp.*`, and out_dir/maxp/ its run.
     """
     started = time.perf_counter()
-    embedder = load_embedder(model_dir, embedding.pooling, encoding.precision)
     query_ids = list(queries)
     instruction = embedding.query_instruction if params.use_query_instruction else ""
     query_vectors = encode(embedder, with_instruction([queries[q] for q in query_ids], instruction),

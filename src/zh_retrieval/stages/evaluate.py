@@ -25,6 +25,7 @@ from zh_retrieval.core.files import atomic_dir, write_json
 from zh_retrieval.core.params import EVAL_SPLITS, load_params
 from zh_retrieval.data.embeddings import corpus_precision, load_corpus_embeddings, load_passage_embeddings
 from zh_retrieval.data.prepared import QRELS, check_qrels_docids, load_eval_queries, load_evidence_groups
+from zh_retrieval.retrieval.encode import load_embedder
 from zh_retrieval.retrieval.evaluation import evaluate
 
 
@@ -43,13 +44,14 @@ def main() -> None:
     params = load_params(args.params)
     docids, corpus_vectors = load_corpus_embeddings(args.embeddings_dir)
     passages = load_passage_embeddings(args.embeddings_dir)
+    embedder = load_embedder(args.model_dir, params.embedding.pooling, params.encode.precision)
     evaluated = {}
     with atomic_dir(args.out_dir) as tmp:  # a failed split leaves no run of the others either
         for split in EVAL_SPLITS:
             split_dir = args.prepared_dir / split
             queries, qrels = load_eval_queries(split_dir)
             check_qrels_docids(qrels, set(docids), split_dir / QRELS, args.embeddings_dir)
-            evaluated[split] = evaluate(args.model_dir, docids, corpus_vectors, passages,
+            evaluated[split] = evaluate(embedder, docids, corpus_vectors, passages,
                                         corpus_precision(args.embeddings_dir), queries, qrels, tmp / split,
                                         params.embedding, params.encode, params.evaluate,
                                         args.tag or args.out_dir.name, load_evidence_groups(split_dir))

@@ -24,6 +24,7 @@ from zh_retrieval.core.params import EVAL_SPLITS, EmbeddingParams, EncodeParams,
 from zh_retrieval.data.embeddings import corpus_precision
 from zh_retrieval.data.mldr import load_corpus, load_queries
 from zh_retrieval.retrieval.embedding import embed_corpus
+from zh_retrieval.retrieval.encode import load_embedder
 from zh_retrieval.retrieval.evaluation import evaluate
 
 
@@ -36,12 +37,13 @@ def evaluate_general(model_dir: Path, dataset_dir: Path, out_dir: Path, embeddin
     with tempfile.TemporaryDirectory(prefix="general-embeddings-") as tmp:
         vectors = embed_corpus(model_dir, corpus.items(), Path(tmp) / "embeddings", embedding, encoding)
         precision = corpus_precision(Path(tmp) / "embeddings")
+    embedder = load_embedder(model_dir, embedding.pooling, encoding.precision)
     evaluated = {}
     with atomic_dir(out_dir) as tmp_out:
         for split, queries in splits.items():
             texts = {q.query_id: q.text for q in queries}
             qrels = {q.query_id: {d: 1 for d in q.positive_ids} for q in queries}
-            metrics = evaluate(model_dir, list(corpus), vectors, None, precision, texts, qrels, tmp_out / split,
+            metrics = evaluate(embedder, list(corpus), vectors, None, precision, texts, qrels, tmp_out / split,
                                embedding, encoding, params, out_dir.name)
             evaluated[split] = metrics | {"dataset": str(dataset_dir)}
     return evaluated
