@@ -1,6 +1,8 @@
 # Two commands, each self-contained from a fresh clone:
 #   make repro   set up .venv/ and run the whole DVC pipeline (dvc repro)
 #   make test    set up .venv/ and run the test suite
+# and the fault suite (kills, a full disk, queued experiments, interrupted transfers, corruption):
+#   make faults  about 15 minutes on 2 cores; CI runs it after make test
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -8,7 +10,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test
+.PHONY: setup repro test faults
 
 setup: $(VENV)/.installed
 
@@ -25,3 +27,6 @@ repro: setup
 test: setup
 	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/python -m pytest
+
+faults: setup
+	$(BIN)/python -m pytest tests/faults

@@ -1,5 +1,6 @@
-"""JSONL reading that reports the file and line of bad input, outputs that appear only when complete, and what
-makes a directory a model (cheap checks, without loading torch)."""
+"""JSONL reading that reports the file and line of bad input, outputs that appear only when complete (and a
+full disk reported with the path and the space it needed), and what makes a directory a model (cheap checks,
+without loading torch)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from zh_retrieval.core.errors import InputError
+from zh_retrieval.core.errors import InputError, OutOfSpace, is_out_of_space
 
 REVISION_FILE = "REVISION"  # in a fetched model or dataset directory: "<repo id>@<commit>"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
@@ -63,8 +65,17 @@ def write_json(path: Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+TEMPORARY_MARK = ".tmp-"  # .NAME.tmp-PID: where an output is written before it is renamed into place
+
+
+def _writer() -> str:
+    """This process, as temporary names record it: host and pid, so that a writer on another machine
+    sharing the directory (or in another pid namespace) is never taken for a dead one here."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def _temporary_sibling(final: Path) -> Path:
-    return final.parent / f".{final.name}.tmp-{os.getpid()}"
+    return final.parent / f".{final.name}{TEMPORARY_MARK}{_writer()}"
 
 
 def _remove(path: Path) -> None:
@@ -74,22 +85,95 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Remove what killed runs left of `final`: temporary siblings whose process is gone.
+
+    A SIGKILL runs no cleanup, so its temporary sibling stays; the next run has another pid and
+    would not see it. Left alone, they pile up, and take space, beside the output (and inside
+    git-tracked directories such as metrics/).
+    """
+    removed = []
+    prefix = f".{final.name}{TEMPORARY_MARK}{socket.gethostname()}-"
+    if not final.parent.is_dir():
+        return removed
+    for path in final.parent.iterdir():
+        pid = path.name[len(prefix):] if path.name.startswith(prefix) else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+def tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def free_space(path: Path) -> int:
+    """Bytes free on the filesystem that holds (or will hold) `path`."""
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_free_space(final: Path, needed: int) -> None:
+    """Stop before writing `final` if its filesystem cannot hold the `needed` bytes."""
+    free = free_space(final.parent)
+    if free < needed:
+        raise OutOfSpace(final, needed, free)
+
+
+def _within(path: str, directory: Path) -> bool:
+    return Path(path) == directory or directory in Path(path).parents
+
+
 @contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
+def _space_reported(final: Path, tmp: Path, needed: int | None) -> Iterator[None]:
+    """Turn a full disk while writing `tmp` into OutOfSpace for `final`, with the partial output removed."""
+    try:
+        yield
+    except BaseException as error:
+        full = (_within(error.path, tmp) if isinstance(error, OutOfSpace)  # a file written inside tmp
+                else isinstance(error, Exception) and is_out_of_space(error))
+        written = 0
+        if full:
+            with contextlib.suppress(OSError):  # a size that cannot be read must not hide the error
+                written = tree_size(tmp)
+        _remove(tmp)
+        if not full:
+            raise
+        raise OutOfSpace(final, max(needed or 0, written), free_space(final.parent),
+                         known=needed is not None) from error
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, needed_bytes: int | None = None) -> Iterator[Path]:
     """Yield an empty directory that replaces `final` only if the block completes.
 
     A stage that fails or is killed part-way leaves no half-written output for DVC or a user
     to mistake for a result; the temporary sibling is on the same filesystem, so the final
-    rename is atomic.
+    rename is atomic. With `needed_bytes`, a filesystem that cannot hold them stops the stage
+    before it writes; a disk that fills anyway is reported with the output's path.
     """
+    remove_stale_temporaries(final)
+    if needed_bytes is not None:
+        check_free_space(final, needed_bytes)
     tmp = _temporary_sibling(final)
     _remove(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with _space_reported(final, tmp, needed_bytes):
+        tmp.mkdir(parents=True)
         yield tmp
-    except BaseException:
-        _remove(tmp)
-        raise
     _remove(final)
     tmp.rename(final)
 
@@ -98,12 +182,10 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 def atomic_file(final: Path) -> Iterator[Path]:
     """Yield a temporary path that replaces `final` only if the block completes."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     tmp = _temporary_sibling(final)
-    try:
+    with _space_reported(final, tmp, None):
         yield tmp
-    except BaseException:
-        _remove(tmp)
-        raise
     os.replace(tmp, final)
 
 
@@ -134,3 +216,33 @@ def check_model_dir(model_dir: Path) -> None:
                              "pickled .bin weights are not loaded")
     if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
         raise InputError(model_dir, "no tokenizer files (tokenizer.json or vocab.txt)")
+    check_no_own_code(model_dir)
+
+
+CODE_CONFIGS = ("config.json", "tokenizer_config.json", "preprocessor_config.json")
+
+
+def check_no_own_code(model_dir: Path) -> None:
+    """Refuse a model that carries its own modelling code (`auto_map`): no stage ever runs a model's code.
+
+    transformers imports the Python files `auto_map` names only with trust_remote_code=True, which
+    no stage sets; LM-Cocktail's loader does, so a model like this is stopped here, before any
+    library sees it.
+    """
+    for name in CODE_CONFIGS:
+        path = model_dir / name
+        if not path.is_file():
+            continue
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InputError(path, f"not valid JSON ({error})") from None
+        auto_map = config.get("auto_map") if isinstance(config, dict) else None
+        if auto_map:
+            code = sorted(p.name for p in model_dir.glob("*.py"))
+            named = (", ".join(f"{k} -> {v}" for k, v in sorted(auto_map.items())) if isinstance(auto_map, dict)
+                     else ", ".join(map(str, auto_map)))  # the older form: a list of class paths
+            raise InputError(path, f"the model carries its own code (`auto_map`: {named}"
+                             + (f"; {', '.join(code)}" if code else "") + "), which this project never runs",
+                             fix="use a model whose architecture transformers has built in (e.g. BERT), "
+                                 "saved without `auto_map`")

@@ -17,6 +17,8 @@ from zh_retrieval.data.prepared import EVAL_QUERIES, QRELS, TRAIN_QUERIES
 
 logger = logging.getLogger(__name__)
 
+HUGE_DOCUMENT_CHARACTERS = 1_000_000  # MLDR zh averages 4,249 characters a document
+
 
 def qrels_lines(queries: list[Query]) -> list[str]:
     return [f"{q.query_id} 0 {docid} 1" for q in queries for docid in q.positive_ids]
@@ -47,7 +49,7 @@ def evidence_groups(dataset_dir: Path, queries: list[Query], corpus: dict[str, s
     from zh_retrieval.data.passages import first_passage_end
 
     check_model_dir(tokenizer_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
     ends: dict[str, int] = {}  # docid => character offset where its first passage ends
     groups = {}
     for query in located:
@@ -124,6 +126,9 @@ def prepare(dataset_dir: Path, out_dir: Path, params: PrepareParams, tokenizer_d
             write_split(tmp / split, queries, groups[split])
     stats: dict[str, int | bool] = {
         "corpus_documents": len(corpus),
+        # Kept whole and cut into passages like any other; counted, so a stray dump of a file is seen.
+        "corpus_documents_over_1m_characters": sum(len(text) > HUGE_DOCUMENT_CHARACTERS for text in corpus.values()),
+        "corpus_longest_document_characters": max(map(len, corpus.values())),
         "train_queries": len(train),
         "train_dataset_negatives": sum(len(q.negative_ids) for q in train),
         "dev_drawn_from_train": dev_drawn,

@@ -83,6 +83,7 @@ def load_passages(tokenizer_dir: Path, embeddings_dir: Path, documents: list[str
     vectors, passage_doc = loaded
     counts = np.bincount(passage_doc, minlength=len(documents))
     doc_start = np.concatenate([[0], np.cumsum(counts)])
-    texts = PassageTexts(AutoTokenizer.from_pretrained(tokenizer_dir), documents, embedding.passage_max_len,
-                         long_documents.overlap, counts, embeddings_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
+    texts = PassageTexts(tokenizer, documents, embedding.passage_max_len, long_documents.overlap, counts,
+                         embeddings_dir)
     return Passages(vectors, doc_start, texts)

@@ -72,6 +72,9 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+NPY_HEADERS = 4096  # three .npy headers and encoding.json, generously
+
+
 def embed_corpus(model_dir: Path, corpus: Iterable[tuple[str, str]], out_dir: Path, embedding: EmbeddingParams,
                  params: EncodeParams, long_documents: LongDocumentParams | None = None,
                  chunk_size: int = CHUNK_DOCUMENTS, devices: list[str] | None = None) -> np.ndarray:
@@ -88,7 +91,7 @@ def embed_corpus(model_dir: Path, corpus: Iterable[tuple[str, str]], out_dir: Pa
     with contextlib.ExitStack() as stack:
         if len(devices) > 1:
             pool = stack.enter_context(DevicePool(model_dir, embedding.pooling, precision, devices))
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
 
             def encode_texts(texts: list[str], desc: str) -> np.ndarray:
                 return pool.encode(texts, embedding.passage_max_len, params.batch_size, desc=desc)
@@ -126,7 +129,9 @@ def _embed_chunks(corpus: Iterable[tuple[str, str]], out_dir: Path, tokenizer, e
         del chunk  # before the trim: the chunk's texts are the bulk of what it frees
         release_freed_memory()
     corpus_vectors = np.concatenate(vectors)
-    with atomic_dir(out_dir) as tmp:
+    needed = (corpus_vectors.nbytes + sum(len(d.encode()) + 1 for d in docids)
+              + sum(p.nbytes for p in passage_vectors) + sum(p.nbytes for p in passage_doc) + NPY_HEADERS)
+    with atomic_dir(out_dir, needed_bytes=needed) as tmp:
         np.save(tmp / VECTORS, corpus_vectors)
         (tmp / DOCIDS).write_text("".join(f"{d}\n" for d in docids), encoding="utf-8")
         write_json(tmp / ENCODING, {"precision": precision})

@@ -67,8 +67,8 @@ def load_embedder(model_dir: Path, pooling: str, precision: str = "fp32", device
     if precision == "fp16" and device.type != "cuda":
         raise InputError(model_dir, "fp16 needs a GPU", fix="use precision fp32 or bf16 on a CPU")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModel.from_pretrained(model_dir, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+        model = AutoModel.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise InputError(model_dir, f"cannot load the model: {error}") from None
     model.eval().to(device)

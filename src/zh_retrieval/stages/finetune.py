@@ -21,14 +21,16 @@ import sys
 from pathlib import Path
 
 from zh_retrieval.core.errors import InputError, run_stage
-from zh_retrieval.core.files import check_model_dir
+from zh_retrieval.core.files import check_free_space, check_model_dir
 from zh_retrieval.core.params import load_params
 from zh_retrieval.retrieval.encode import visible_devices
 from zh_retrieval.training.finetune import (
     VERBOSE_VARIABLE,
     check_train_file,
+    partial_dir,
     per_device_batch_size,
     prepare_partial_dir,
+    space_needed,
     torchrun_arguments,
     train,
     training_fingerprint,
@@ -65,6 +67,8 @@ def main() -> None:
         check_train_file(args.train_file, params.train_group_size)
         fingerprint = training_fingerprint(args.base_model, args.train_file, embedding, params, world_size)
         prepare_partial_dir(args.out_dir, fingerprint, resume=params.checkpoint_every is not None)
+        check_free_space(partial_dir(args.out_dir),
+                         space_needed(args.base_model, params, partial=partial_dir(args.out_dir)))
     if world_size > 1 and not launched_by_torchrun:  # several processes here, or one on each of several nodes
         command = [sys.executable, "-m", "torch.distributed.run", *torchrun_arguments(processes),
                    "-m", "zh_retrieval.stages.finetune", *sys.argv[1:]]

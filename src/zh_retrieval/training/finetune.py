@@ -18,6 +18,7 @@ half-trained model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,8 +30,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from zh_retrieval.core.errors import InputError
-from zh_retrieval.core.files import read_jsonl, revision
+from zh_retrieval.core.errors import InputError, OutOfSpace, is_out_of_space
+from zh_retrieval.core.files import atomic_dir, free_space, read_jsonl, revision, tree_size
 from zh_retrieval.core.params import EmbeddingParams, FinetuneParams
 from zh_retrieval.retrieval.encode import visible_devices
 
@@ -180,7 +181,8 @@ def flag_arguments(base_model: Path, train_file: Path, output_dir: Path, embeddi
         EncoderOnlyEmbedderTrainingArguments,
     )
 
-    model_args = EncoderOnlyEmbedderModelArguments(model_name_or_path=str(base_model), token=None)
+    model_args = EncoderOnlyEmbedderModelArguments(model_name_or_path=str(base_model), token=None,
+                                                   trust_remote_code=False)  # its default too; never a model's code
     data_args = EncoderOnlyEmbedderDataArguments(
         train_data=[str(train_file)],
         train_group_size=params.train_group_size,
@@ -342,11 +344,55 @@ def train(base_model: Path, train_file: Path, out_dir: Path, embedding: Embeddin
     runner = EncoderOnlyEmbedderRunner(model_args=model_args, data_args=data_args, training_args=training_args)
     if checkpoint is not None:
         restore_checkpoint_weights(runner.model, checkpoint)
-    if log_dir is not None and runner.trainer.is_world_process_zero():
-        runner.trainer.add_callback(training_curves_callback(log_dir))
-    runner.run()
-    if runner.trainer.is_world_process_zero():
-        finish(runner.trainer, model_args, data_args, tmp, out_dir, embedding)
+    try:
+        with contextlib.ExitStack() as curves:
+            if log_dir is not None and runner.trainer.is_world_process_zero():
+                # DVCLive appends to its files at every logging step: written beside log_dir and renamed
+                # into place with the model, a killed run leaves no half-drawn curves in git's view.
+                runner.trainer.add_callback(training_curves_callback(curves.enter_context(atomic_dir(log_dir))))
+            runner.run()
+            if runner.trainer.is_world_process_zero():
+                finish(runner.trainer, model_args, data_args, tmp, out_dir, embedding)
+    except Exception as error:
+        free = free_space(out_dir.parent)
+        # torch.save reports a full disk only as "file write failed"; with nothing free, that is what it was.
+        if not (is_out_of_space(error) or ("file write failed" in str(error) and free < FULL_DISK_BYTES)):
+            raise
+        if not params.checkpoint_every:  # nothing to resume from: give the space back
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise OutOfSpace(out_dir, space_needed(base_model, params), free) from error
+
+
+FULL_DISK_BYTES = 1 << 20
+# A checkpoint holds the weights and Adam's two moments; save_total_limit keeps two of them, and a third
+# is written before the oldest is deleted.
+CHECKPOINT_WEIGHT_COPIES = 3 * 3
+
+
+def space_needed(base_model: Path, params: FinetuneParams, partial: Path | None = None) -> int:
+    """About what training writes beside OUT_DIR: the model (fp32, as it is loaded: 4 bytes a parameter of
+    the base model's safetensors) and its tokenizer, and with checkpoints on, the checkpoints it keeps,
+    less what an interrupted run being resumed already holds in `partial`."""
+    weights = fp32_weight_bytes(base_model)
+    needed = tree_size(base_model) - weights_file_bytes(base_model) + weights
+    needed += weights * CHECKPOINT_WEIGHT_COPIES if params.checkpoint_every else 0
+    return max(needed - (tree_size(partial) if partial is not None else 0), 0)
+
+
+def weights_file_bytes(model_dir: Path) -> int:
+    return sum(tree_size(p) for p in model_dir.glob("*.safetensors"))
+
+
+def fp32_weight_bytes(model_dir: Path) -> int:
+    """4 bytes for every parameter the model's safetensors hold, read from their headers alone."""
+    from safetensors import safe_open
+
+    parameters = 0
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(path), framework="numpy") as f:
+            for name in f.keys():
+                parameters += math.prod(f.get_slice(name).get_shape())
+    return 4 * parameters
 
 
 def restore_checkpoint_weights(model, checkpoint: Path) -> None:

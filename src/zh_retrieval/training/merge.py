@@ -2,8 +2,11 @@
 
 merged = w x fine-tuned + (1 - w) x base, for every floating-point weight: FlagEmbedding's answer
 to fine-tuned embedders losing general retrieval ability (LM-Cocktail, Xiao et al. 2023). The
-averaging is LM-Cocktail's own `mix_models`; its saving step is not used, because it writes a
-sentence-transformers config with CLS pooling whatever the model was trained with. Instead the
+averaging is LM-Cocktail's own `merge_param`; its `mix_models` is not used, because its loader
+passes trust_remote_code=True (hard-coded in LM-Cocktail 0.0.4), which would run the code of a
+model that carries its own, and its saving step writes a sentence-transformers config with CLS
+pooling whatever the model was trained with. The models are loaded here as LM-Cocktail loads
+them, without remote code, so the merged weights are the same bytes as its `mix_models` gives. The
 output gets everything the fine-tuned directory holds (tokenizer, sentence-transformers modules
 with the pooling and query prompt, training args) with the merged weights, plus merge.json saying
 what was merged, so it loads in FlagModel and sentence-transformers exactly as the fine-tuned
@@ -12,17 +15,15 @@ model does.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
 from zh_retrieval.core.errors import InputError
-from zh_retrieval.core.files import WEIGHT_FILES, atomic_dir, check_model_dir, write_json
+from zh_retrieval.core.files import WEIGHT_FILES, atomic_dir, check_model_dir, check_no_own_code, tree_size, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,38 @@ def check_same_shape(base_dir: Path, finetuned_dir: Path) -> None:
                          fix="merge a model with the base model it was fine-tuned from")
 
 
+def load_encoder(model_dir: Path):
+    """A model as LM-Cocktail's `load_embedder` loads it (AutoModel, on the CPU), but never with its own code."""
+    from transformers import AutoModel
+
+    check_no_own_code(model_dir)
+    return AutoModel.from_pretrained(model_dir, trust_remote_code=False, use_safetensors=True,
+                                     device_map={"": "cpu"})
+
+
+def average_models(model_dirs: list[Path], weights: list[float]):
+    """LM-Cocktail's `mix_models` for encoders, with the loader above: the first model, holding the weighted
+    average of every floating-point weight (`merge_param`, which keeps integer buffers as they are)."""
+    from LM_Cocktail.utils import merge_param  # imports sentence-transformers and accelerate: only when merging
+
+    params = [load_encoder(d).state_dict() for d in model_dirs]
+    averaged = merge_param(params, weights=weights)
+    model = load_encoder(model_dirs[0])  # loaded a second time, as mix_models does (its RNG draws included)
+    model.load_state_dict(averaged)
+    return model
+
+
+def model_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def weights_bytes(model_dir: Path) -> int:
+    return sum(tree_size(model_dir / name) for name in WEIGHT_FILES)
+
+
 def merge_models(base_dir: Path, finetuned_dir: Path, out_dir: Path, finetuned_weight: float, seed: int) -> Path:
     """Write OUT_DIR: the fine-tuned directory with weights averaged with the base model's."""
-    from LM_Cocktail import mix_models  # imports sentence-transformers and accelerate: only when merging
+    import LM_Cocktail.utils  # noqa: F401  before the seed: nothing it does at import moves the draws below
 
     for model_dir in (base_dir, finetuned_dir):
         check_model_dir(model_dir)
@@ -53,10 +83,9 @@ def merge_models(base_dir: Path, finetuned_dir: Path, out_dir: Path, finetuned_w
     # A base checkpoint saved without a pooler (the demo's) gets one initialised at load; seeded,
     # the merged file is the same bytes on every run. The pooler is not used by mean or CLS pooling.
     torch.manual_seed(seed)
-    with contextlib.redirect_stdout(sys.stderr):  # mix_models prints its progress
-        model = mix_models([str(finetuned_dir), str(base_dir)], model_type="encoder",
-                           weights=[finetuned_weight, 1.0 - finetuned_weight])
-    with atomic_dir(out_dir) as tmp:
+    model = average_models([finetuned_dir, base_dir], [finetuned_weight, 1.0 - finetuned_weight])
+    with atomic_dir(out_dir, needed_bytes=model_bytes(model) + tree_size(finetuned_dir) - weights_bytes(finetuned_dir)
+                    ) as tmp:
         for path in sorted(finetuned_dir.iterdir()):
             if path.name in NOT_COPIED:
                 continue
