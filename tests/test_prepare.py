@@ -32,7 +32,8 @@ def test_prepare_writes_training_and_evaluation_files(dataset_dir: Path, tmp_pat
                                                      {"query_id": "q6", "query": "设备"}]
     assert read_rows(out / "dev/queries.jsonl") == [{"query_id": "q4", "query": "磁盘"}]
     assert (out / "dev/qrels.tsv").read_text(encoding="utf-8").splitlines() == ["q4 0 d4 1"]
-    assert stats == {"corpus_documents": 6, "train_queries": 3, "train_dataset_negatives": 1,
+    assert stats == {"corpus_documents": 6, "corpus_documents_over_1m_characters": 0,
+                     "corpus_longest_document_characters": 9, "train_queries": 3, "train_dataset_negatives": 1,
                      "dev_drawn_from_train": False, "dev_queries": 1, "dev_qrels": 1, "test_queries": 2,
                      "test_qrels": 3}
 
