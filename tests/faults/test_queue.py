@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
-from workspace import as_committed, baseline, sh
+from workspace import BIN, as_committed, baseline, env, sh
 
 pytestmark = pytest.mark.faults
 
@@ -35,6 +38,22 @@ def experiment_metrics(repo: Path) -> dict[str, dict]:
     return found
 
 
+def stop_workers(repo: Path) -> None:
+    """End the queue's workers: `dvc queue stop`, then a SIGKILL for any still there after 30 s."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        sh("dvc", "queue", "stop", cwd=repo, check=False, timeout=60)
+    deadline = time.monotonic() + 30
+    while True:
+        workers = [p for p in psutil.process_iter(["cmdline", "cwd"])
+                   if "queue-worker" in " ".join(p.info["cmdline"] or []) and p.info["cwd"] == str(repo)]
+        if not workers or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    for worker in workers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.kill()
+
+
 def test_two_queued_experiments_at_once_match_each_run_alone(workspace: dict) -> None:
     """Fault: two `dvc exp run --queue -S lr=...` and `dvc queue start -j 2`: two experiments at once
     in temporary copies of the workspace, on two cores. Checked: both succeed; each one's metrics (every
@@ -48,14 +67,21 @@ def test_two_queued_experiments_at_once_match_each_run_alone(workspace: dict) ->
     shutil.rmtree(repo / ".dvc" / "cache" / "runs")  # or the queued runs would be restored, not run
     for lr in QUEUED_LRS:
         sh("dvc", "exp", "run", "--queue", "-S", f"lr={lr}", cwd=repo)
-    sh("dvc", "queue", "start", "-j", "2", cwd=repo)
-    deadline = time.monotonic() + 900
-    while True:
-        status = sh("dvc", "queue", "status", cwd=repo).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(5)
+    # The workers `dvc queue start` spawns inherit its output: read through a pipe, it would stay open
+    # as long as a worker lives (one was seen to outlive an empty queue). A file, and the queue's status.
+    with (repo.parent / "queue-start.log").open("w") as log:
+        subprocess.run([str(BIN / "dvc"), "queue", "start", "-j", "2"], cwd=repo, env=env(), stdout=log,
+                       stderr=subprocess.STDOUT, check=True, timeout=120)
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            status = sh("dvc", "queue", "status", cwd=repo).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(5)
+    finally:
+        stop_workers(repo)
     assert status.count("Success") == 2, status
     queued = experiment_metrics(repo)
     assert len(alone) == len(queued) == len(QUEUED_LRS)
