@@ -85,23 +85,60 @@ def test_libraries_full_disk_errors_are_recognised() -> None:
     assert not is_out_of_space(OSError(errno.ENOENT, "No such file"))
 
 
+WRITER = """
+import sys, time
+from pathlib import Path
+from zh_retrieval.core.files import {kind}
+with {kind}(Path(sys.argv[1])) as tmp:
+    (tmp / "half.npy" if tmp.is_dir() else tmp).write_bytes(b"half")
+    print(tmp.name, flush=True)
+    time.sleep(120)
+"""
+
+
+def _writer(final: Path, kind: str = "atomic_dir") -> tuple[subprocess.Popen[str], Path]:
+    """A process part-way through writing `final`, and its temporary."""
+    process = subprocess.Popen([sys.executable, "-c", WRITER.format(kind=kind), str(final)],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    return process, final.parent / process.stdout.readline().strip()
+
+
+def _zombie(pid: int) -> bool:
+    """Dead, not yet reaped (proc(5): the state follows the command's closing parenthesis)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z")
+
+
 def test_what_a_killed_writer_left_is_removed_by_the_next_one(tmp_path: Path) -> None:
-    """A SIGKILL runs no cleanup: its temporary sibling stays until the next write of that output."""
+    """A SIGKILL runs no cleanup: its temporary sibling stays until the next write of that output.
+
+    The killed writer is left unreaped, a zombie, as a stage is when PID 1 reaps late: its pid still
+    answers kill(pid, 0), and only the dropped lock tells that nobody is writing.
+    """
     final = tmp_path / "embeddings"
-    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    killed.kill()
-    killed.wait()
+    killed, stale = _writer(final)
+    killed_file, stale_file = _writer(tmp_path / "run.json", "atomic_file")
+    for process in (killed, killed_file):
+        process.kill()
+        while not _zombie(process.pid):
+            pass
+    living, alive = _writer(final)  # a live process's write in progress
     host = socket.gethostname()
-    stale = tmp_path / f".embeddings.tmp-{host}-{killed.pid}"
-    stale.mkdir()
-    (stale / "half.npy").write_bytes(b"\x93NUMPY")
-    alive = tmp_path / f".embeddings.tmp-{host}-{os.getppid()}"  # a live process's write in progress
+    reused = tmp_path / f".embeddings.tmp-{host}-{os.getppid()}"  # a live pid, but nobody writes it any more
+    reused.mkdir()
     elsewhere = tmp_path / f".embeddings.tmp-another-host-{killed.pid}"  # another machine's: not ours to judge
-    alive.mkdir()
     elsewhere.mkdir()
     other = tmp_path / f".other.tmp-{host}-{killed.pid}"  # another output's: left to that output's writer
     other.mkdir()
-    with atomic_dir(final) as tmp:
-        (tmp / "corpus.npy").write_bytes(b"done")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["embeddings", alive.name, elsewhere.name, other.name])
-    assert remove_stale_temporaries(tmp_path / "other") == [other]
+    try:
+        with atomic_dir(final) as tmp:
+            (tmp / "corpus.npy").write_bytes(b"done")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["embeddings", alive.name, elsewhere.name, other.name, stale_file.name])
+        assert (final / "corpus.npy").read_bytes() == b"done" and (alive / "half.npy").exists()
+        assert remove_stale_temporaries(tmp_path / "other") == [other]
+        assert remove_stale_temporaries(tmp_path / "run.json") == [stale_file]
+    finally:
+        for process in (living, killed, killed_file):
+            process.kill()
+            process.wait()

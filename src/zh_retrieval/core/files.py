@@ -5,6 +5,7 @@ without loading torch)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import json
@@ -85,22 +86,43 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _process_alive(pid: int) -> bool:
+@contextlib.contextmanager
+def _writer_lock(tmp: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the temporary (a directory or a file) while it is written.
+
+    The kernel drops the lock when the writer dies, before the process even becomes a zombie. A pid
+    cannot tell as much: a SIGKILLed stage stays a zombie until something reaps it (seconds, where PID 1
+    reaps late), and a pid can be reused by the time the next run looks.
+    """
+    fd = os.open(tmp, os.O_RDONLY)
     try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # alive, another user's
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _being_written(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # gone already, or not ours to open: leave it
         return True
-    return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def remove_stale_temporaries(final: Path) -> list[Path]:
-    """Remove what killed runs left of `final`: temporary siblings whose process is gone.
+    """Remove what killed runs on this machine left of `final`: temporary siblings nobody holds the lock of.
 
     A SIGKILL runs no cleanup, so its temporary sibling stays; the next run has another pid and
     would not see it. Left alone, they pile up, and take space, beside the output (and inside
-    git-tracked directories such as metrics/).
+    git-tracked directories such as metrics/). Another host's temporaries are left alone: a flock
+    says nothing reliable across a network filesystem.
     """
     removed = []
     prefix = f".{final.name}{TEMPORARY_MARK}{socket.gethostname()}-"
@@ -108,7 +130,7 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
         return removed
     for path in final.parent.iterdir():
         pid = path.name[len(prefix):] if path.name.startswith(prefix) else ""
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not _being_written(path):
             _remove(path)
             removed.append(path)
     return removed
@@ -173,9 +195,10 @@ def atomic_dir(final: Path, needed_bytes: int | None = None) -> Iterator[Path]:
     _remove(tmp)
     with _space_reported(final, tmp, needed_bytes):
         tmp.mkdir(parents=True)
-        yield tmp
-    _remove(final)
-    tmp.rename(final)
+        with _writer_lock(tmp):
+            yield tmp
+            _remove(final)
+            tmp.rename(final)
 
 
 @contextlib.contextmanager
@@ -185,8 +208,10 @@ def atomic_file(final: Path) -> Iterator[Path]:
     remove_stale_temporaries(final)
     tmp = _temporary_sibling(final)
     with _space_reported(final, tmp, None):
-        yield tmp
-    os.replace(tmp, final)
+        tmp.touch()  # to hold the lock on; writers open it with "w", the same inode
+        with _writer_lock(tmp):
+            yield tmp
+            os.replace(tmp, final)
 
 
 def revision(path: Path) -> str:
