@@ -90,6 +90,9 @@ def test_every_stage_that_loads_a_model_refuses_it(model_with_code: tuple[Path, 
         "evaluate": (model, embeddings, prepared, out / "eval", out / "metrics", "--params", params),
         "evaluate_general": (model, dataset_dir, out / "general", out / "metrics", "--name", "g", "--params", params),
         "package": (model, out / "release", "--name", "finetuned", "--params", params, "--metrics", out / "metrics"),
+        "finetune_reranker": (model, train, out / "reranker", "--params", params),
+        "rerank": (model, tmp_path / "eval", TINY_MODEL, embeddings, dataset_dir, prepared, out / "reranked",
+                   out / "metrics", "--name", "reranked", "--params", params),
     }
     for name, args in commands.items():
         result = stage(name.strip(), *args)

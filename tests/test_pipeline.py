@@ -20,7 +20,7 @@ from conftest import ROOT
 from zh_retrieval.core.params import load_params
 from zh_retrieval.preset import dotted
 from zh_retrieval.retrieval.encode import encode, load_embedder, resolve_precision, with_instruction
-from zh_retrieval.retrieval.metrics import mean_metrics, per_query_metrics, read_qrels, read_trec_run
+from zh_retrieval.retrieval.metrics import mean_metrics, per_query_metrics, ranked, read_qrels, read_trec_run
 
 # The whole pipeline takes minutes. pytest-xdist's `--dist loadfile` keeps this file's tests in one worker,
 # so they share the one repository the module's fixture reproduces.
@@ -87,6 +87,8 @@ RUNS = [  # (split, run directory, metrics file, section of it)
         ("output/eval/bm25/{split}", "bm25", None),
         ("output/eval/hybrid/{split}/rrf", "hybrid_rrf", None),
         ("output/eval/hybrid/{split}/weighted", "hybrid_weighted", None),
+        ("output/eval/reranked/base/{split}", "reranked_base", None),
+        ("output/eval/reranked/finetuned/{split}", "reranked_finetuned", None),
     )
 ]
 
@@ -197,6 +199,31 @@ def test_each_hybrid_takes_its_best_dev_point_and_the_report_says_where_test_lan
     assert (f"On test, the {label} hybrid" in (repo / "metrics/report.md").read_text()) == below_bm25
 
 
+@pytest.mark.parametrize("split", SPLITS)
+def test_reranking_rescores_the_first_stages_top_and_keeps_its_tail(repo: Path, split: str) -> None:
+    """Both rerankers reorder only the top `rerank.depth` of the first stage's run: below it, and so at
+    Recall@100, the reranked runs are the first stage's; the report shows both rows and what they rescored."""
+    params = load_params(repo / "params.yaml")
+    depth = params.rerank.depth
+    first = read_trec_run(repo / f"output/eval/hybrid/{split}/rrf/run.trec")
+    for name in ("base", "finetuned"):
+        metrics = metrics_of(repo, f"{split}/reranked_{name}")
+        assert (metrics["first_stage"], metrics["depth"], metrics["passage"]) == ("hybrid_rrf", depth, "dense_best")
+        assert metrics["pairs_scored"] == depth * metrics["num_queries"]
+        assert set(metrics["by_evidence"]) == {"first_passage", "later"}
+        reranked = read_trec_run(repo / f"output/eval/reranked/{name}/{split}/run.trec")
+        assert reranked.keys() == first.keys()
+        for query_id, scores in first.items():
+            order = [d for d, _ in ranked(scores)]
+            new_order = [d for d, _ in ranked(reranked[query_id])]
+            assert set(new_order[:depth]) == set(order[:depth]) and new_order[depth:] == order[depth:]
+    assert metrics_of(repo, f"{split}/reranked_finetuned")["recall_at_100"] == pytest.approx(
+        metrics_of(repo, f"{split}/hybrid_rrf")["recall_at_100"], abs=1e-12)
+    report = (repo / "metrics/report.md").read_text()
+    assert "| reranked by the base reranker |" in report and "| reranked by the fine-tuned reranker |" in report
+    assert f"- reranked: the top {depth} of the RRF hybrid by a cross-encoder" in report
+
+
 def test_mining_trains_on_passages_and_leaves_every_query_hard_negatives(repo: Path) -> None:
     mined = metrics_of(repo, "mine")
     assert mined["queries"] == 707 and mined["hard_negatives"] > 0 and mined["random_negatives"] > 0
@@ -256,7 +283,7 @@ def test_tracked_training_curves_hold_no_wall_clock_figures(repo: Path) -> None:
 
 COMMITTED = ("prepare", "mine", "hybrid_grid", *(f"{split}/{name}" for split in SPLITS for name in (
     "base", "finetuned", "merged", "bm25", "hybrid_rrf", "hybrid_weighted", "general_base", "general_finetuned",
-    "general_merged")))
+    "general_merged", "reranked_base", "reranked_finetuned")))
 
 
 @pytest.mark.parametrize("name", COMMITTED)
@@ -331,7 +358,7 @@ def downstream(repo: Path, stages: set[str]) -> set[str]:
 
 README_EXPERIMENT = {"check_params", "finetune", "embed@finetuned", "evaluate@finetuned", "evaluate_hybrid", "merge",
                      "embed@merged", "evaluate@merged", "evaluate_general@finetuned", "evaluate_general@merged",
-                     "package@finetuned", "package@merged", "report"}
+                     "package@finetuned", "package@merged", "rerank@base", "rerank@finetuned", "report"}
 
 
 def test_the_readme_experiment_reruns_training_and_what_reads_it_only(repo: Path) -> None:

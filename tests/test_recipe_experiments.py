@@ -44,3 +44,22 @@ def test_merge_sweep_rows_follow_the_weights_and_feed_the_plot(tmp_path) -> None
     with (tmp_path / "sweep.csv").open() as f:
         assert next(csv.reader(f)) == ["finetuned_weight", "domain_ndcg_at_10", "domain_maxp_ndcg_at_10",
                                        "general_ndcg_at_10"]
+
+
+def test_rerank_table_compares_the_first_stage_with_both_rerankers_per_evidence_position() -> None:
+    import rerank_experiments
+
+    def run(first: float, base: float, tuned: float) -> dict:
+        def system(ndcg: float) -> dict:
+            return {"ndcg_at_10": ndcg, "mrr_at_10": ndcg / 2,
+                    "by_evidence": {"first_passage": {"ndcg_at_10": ndcg + 0.1}, "later": {"ndcg_at_10": ndcg - 0.1}}}
+        return {"dev/hybrid_rrf": system(first), "dev/reranked_base": system(base),
+                "dev/reranked_finetuned": system(tuned), "test/reranked_finetuned": system(0.99)}
+
+    lines = rerank_experiments.table({"rerank-seed42": run(0.8, 0.2, 0.3), "rerank-seed1": run(0.6, 0.2, 0.5),
+                                      "other-seed2": run(0.0, 0.0, 0.0)}).splitlines()
+    assert lines[0] == "2 seeds (42, 1), mean ± sd:"
+    assert "| first stage (RRF hybrid) | 0.700 ± 0.141 | 0.800 ± 0.141 | 0.600 ± 0.141 | 0.350 ± 0.071 |" in lines
+    assert "| reranked, fine-tuned reranker | 0.400 ± 0.141 | 0.500 ± 0.141 | 0.300 ± 0.141 | 0.200 ± 0.071 |" in lines
+    assert "- reranked (fine-tuned) − first stage, nDCG@10: -0.300 ± 0.283" in lines
+    assert "- fine-tuned − base reranker, nDCG@10: +0.200 ± 0.141" in lines

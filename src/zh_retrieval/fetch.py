@@ -3,6 +3,7 @@
     python -m zh_retrieval.fetch bge-base-zh-v1.5 models/bge-base-zh-v1.5
     python -m zh_retrieval.fetch mldr-zh data/mldr-zh
     python -m zh_retrieval.fetch t2retrieval data/t2retrieval     # C-MTEB's, for the forgetting check
+    python -m zh_retrieval.fetch bge-reranker-v2-m3 models/bge-reranker-v2-m3   # the reranker
     dvc add models/bge-base-zh-v1.5 data/mldr-zh && dvc push     # then every machine can `dvc pull`
 
 Everything downstream reads the local directories, so a machine without hub access runs the
@@ -46,6 +47,14 @@ PRESETS = {
         # safetensors only: pickled pytorch_model.bin is never loaded. README.md is the hub's model
         # card: its front matter's license goes into the fine-tuned model's card.
         patterns=("*.json", "vocab.txt", "model.safetensors", "1_Pooling/*", "README.md"),
+    ),
+    # The MLDR preset's reranker and teacher: XLM-RoBERTa under a one-logit head, 8,192 positions.
+    # The revision that the projects pinning it agree on (no hub is reachable here to read a newer one).
+    "bge-reranker-v2-m3": Source(
+        repo_id="BAAI/bge-reranker-v2-m3",
+        repo_type="model",
+        revision="953dc6f6f85a1b2dbfca4c34a2796e7dde08d41e",
+        patterns=("*.json", "sentencepiece.bpe.model", "model.safetensors", "README.md"),
     ),
     "mldr-zh": Source(
         repo_id="Shitao/MLDR",

@@ -8,8 +8,10 @@ take longest.
 What the user sees: the job is gone; the next `dvc repro` warns that DVC's lock names a dead process,
 removes that entry itself, and runs the stage again.
 Checked: while the stage is dead, each of its output paths is absent or byte-identical to the
-uninterrupted run's (never half-written). After `dvc repro --no-run-cache -s STAGE` (the stage really
-runs again, not restored from the run-cache) and a plain `dvc repro`, which has nothing left to run:
+uninterrupted run's (never half-written). After `dvc repro -f -s STAGE` (the stage's command really
+runs again: without -f, DVC finds the stage's dvc.lock entry intact and checks its outputs out of the
+cache, "Stage ... is cached - skipping run", even with --no-run-cache) and a plain `dvc repro`, which
+has nothing left to run:
 every output is byte-identical to the uninterrupted run's, dvc.lock records the same hashes, git sees
 no change, no temporary sibling or partial directory is left, `dvc status` is clean, and the cache
 holds every object with the bytes its name says (`zh_retrieval.verify`, and a push to a local remote
@@ -80,19 +82,21 @@ def lock_damage(repo: Path, expected: dict) -> str | list[str] | None:
 
 
 def recover(repo: Path, stage: str, expected_lock: dict) -> list[str]:
-    """What a user does after the kill, and what DVC needed: the killed stage run again for real (not from the
-    run-cache); where the kill cut dvc.lock short, a plain `dvc repro` for the entries it lost, or the
-    committed dvc.lock where it is unreadable. Returns what had to be repaired."""
+    """What a user does after the kill, and what DVC needed: the killed stage run again for real (forced: DVC
+    would otherwise check its outputs out of the cache); where the kill cut dvc.lock short, a plain
+    `dvc repro` for the entries it lost, or the committed dvc.lock where it is unreadable. Returns what had
+    to be repaired."""
     repaired = []
     damage = lock_damage(repo, expected_lock)
-    rerun = dvc(repo, "repro", "--no-run-cache", "-s", stage)
+    rerun = dvc(repo, "repro", "-f", "-s", stage)
     if rerun.returncode != 0 and any(f"{CORRUPTED_LOCK}'{what}" in rerun.log for what in LOCK_UNREADABLE):
         # DVC writes dvc.lock in place (open "w+", dvc/utils/serialize/_common.py): a kill mid-write leaves
         # it truncated. It is committed, and the run-cache holds every stage that ran since: restore, re-run.
         repaired.append(f"dvc.lock cut short, unreadable ({rerun.log.splitlines()[0][:80]}): git checkout dvc.lock")
         sh("git", "checkout", "dvc.lock", cwd=repo)
-        rerun = dvc(repo, "repro", "--no-run-cache", "-s", stage)
+        rerun = dvc(repo, "repro", "-f", "-s", stage)
     assert rerun.returncode == 0, f"after killing {stage}:\n{rerun.log[-3000:]}"
+    assert stage in rerun.started, f"after killing {stage}, its command did not run again:\n{rerun.log[-3000:]}"
     if damage is not None:
         rest = dvc(repo, "repro")
         assert rest.returncode == 0, f"after killing {stage}:\n{rest.log[-3000:]}"

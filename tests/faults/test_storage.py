@@ -70,7 +70,7 @@ echo "AFTER $(temporaries)"
 echo "OUTPUT $(test -e {output} && echo present || echo absent)"
 kill $FILLER 2>/dev/null; wait $FILLER 2>/dev/null
 rm -f output/filler output/filler2
-dvc repro --no-run-cache > repro.log 2>&1
+dvc repro -f -s {stage} > repro.log 2>&1
 echo "REPRO $?"
 echo "LEFT $(temporaries)"
 """
@@ -85,8 +85,9 @@ def test_a_full_disk_stops_the_stage_clearly_and_a_rerun_gives_the_same_outputs(
     """Fault: output/ on a 64 MB tmpfs (the outputs as DVC's symlinks into the cache), filled by a file
     that leaves too little: before embed starts, or while finetune trains (a second file, 8 s in).
     Seen: one line naming the output and the space it needed, exit 2. Checked: nothing half-written
-    (no output, no temporary sibling); with the space freed, `dvc repro --no-run-cache` re-runs the
-    stage and dvc.lock is byte-identical to the uninterrupted run's."""
+    (no output, no temporary sibling); with the space freed, `dvc repro -f -s STAGE` runs the stage again
+    (without -f, DVC would check the outputs its dvc.lock entry names out of the cache instead) and
+    dvc.lock is byte-identical to the uninterrupted run's."""
     prefix = namespace_prefix()
     if prefix is None:
         pytest.skip("no mount namespace for a tmpfs here (unshare --mount, as root or in a user namespace)")
@@ -107,6 +108,7 @@ def test_a_full_disk_stops_the_stage_clearly_and_a_rerun_gives_the_same_outputs(
         assert report["OUTPUT"] == "absent"
         assert report["AFTER"] == "", report["AFTER"]  # no temporary, no partial model, at any depth
         assert report["REPRO"] == "0", (repo / "repro.log").read_text()[-3000:]
+        assert f"Running stage '{stage}'" in (repo / "repro.log").read_text()
         assert report["LEFT"] == "", report["LEFT"]
     finally:
         for log in ("stage.log", "repro.log"):

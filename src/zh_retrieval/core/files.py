@@ -271,3 +271,22 @@ def check_no_own_code(model_dir: Path) -> None:
                              + (f"; {', '.join(code)}" if code else "") + "), which this project never runs",
                              fix="use a model whose architecture transformers has built in (e.g. BERT), "
                                  "saved without `auto_map`")
+
+
+def check_cross_encoder_dir(model_dir: Path) -> None:
+    """Fail early, naming the directory, unless it is a saved cross-encoder: a sequence-classification model
+    with one logit (bge-reranker's layout) and its tokenizer. An embedder loads as one too, with a random head,
+    and would rerank at random without a word; this says so instead."""
+    check_model_dir(model_dir)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or []
+    if not any(str(name).endswith("ForSequenceClassification") for name in architectures):
+        shown = ", ".join(map(str, architectures)) or "none recorded"
+        raise InputError(model_dir, f"not a cross-encoder: its architecture is {shown}, not a "
+                         "...ForSequenceClassification with a scoring head (an embedder, by the look of it)",
+                         fix="point reranker.base_model at a reranker such as BAAI/bge-reranker-base, or build one "
+                             "(scripts/build_reranker.py)")
+    labels = config.get("num_labels", len(config.get("id2label") or {0: None}))
+    if labels != 1:
+        raise InputError(model_dir / "config.json", f"the head has {labels} outputs; a reranker scores a pair "
+                         "with one logit", fix="use a cross-encoder saved with num_labels=1")

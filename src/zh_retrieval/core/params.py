@@ -37,6 +37,9 @@ GuardReference = Literal["trained_positive", "positive_document"]
 Positive = Literal["truncated", "best_passage", "bm25_passage"]
 PassageChoice = Literal["truncated", "best_passage"]
 BM25Tokenizer = Literal["jieba", "bigram"]
+# The run the reranker rescores: a hybrid (evaluate_hybrid's), the fine-tuned dense model's, or BM25's.
+FirstStage = Literal["hybrid_rrf", "hybrid_weighted", "dense", "bm25"]
+RerankerChoice = Literal["base", "finetuned"]
 
 # Values an older params.yaml may still hold: (key, old value) => the value that replaced it.
 RENAMED_VALUES = {
@@ -361,6 +364,68 @@ class GeneralParams:
 
 
 @dataclass(frozen=True)
+class RerankerParams:
+    """The cross-encoder: where it starts, what it reads, and how finetune_reranker trains it."""
+
+    base_model: str  # a cross-encoder directory (a one-logit sequence-classification head)
+    max_length: int  # query + passage tokens, specials included, in training and scoring alike
+    query_max_len: int  # the query's share of max_length
+    lr: float
+    seed: int
+    epochs: float
+    batch_size: int  # queries per optimizer step, each with its group
+    train_group_size: int  # 1 positive + train_group_size - 1 negatives per query, as mined
+    warmup_ratio: float
+    weight_decay: float
+    logging_steps: int
+    precision: Precision
+
+    @property
+    def passage_max_len(self) -> int:
+        """What FlagEmbedding's trainer calls passage_max_len: the tokens left to the passage."""
+        return self.max_length - self.query_max_len
+
+    @classmethod
+    def read(cls, r: Reader) -> RerankerParams:
+        query_max_len = r.integer("reranker.query_max_len", minimum=1)
+        max_length = r.integer("reranker.max_length", minimum=1)
+        if max_length <= query_max_len + 3:  # [CLS] query [SEP] passage [SEP]
+            raise r.bad("reranker.max_length", max_length, f"more than reranker.query_max_len + 3 "
+                        f"({query_max_len + 3}): room for the passage and the special tokens")
+        return cls(base_model=r.string("reranker.base_model"), max_length=max_length, query_max_len=query_max_len,
+                   lr=r.number("reranker.lr", minimum=0.0, inclusive=False), seed=r.integer("seed"),
+                   epochs=r.number("reranker.epochs", minimum=0.0, inclusive=False),
+                   batch_size=r.integer("reranker.batch_size", minimum=1),
+                   train_group_size=r.integer("reranker.train_group_size", minimum=2),
+                   warmup_ratio=r.number("reranker.warmup_ratio", maximum=1.0),
+                   weight_decay=r.number("reranker.weight_decay"),
+                   logging_steps=r.integer("reranker.logging_steps", minimum=1),
+                   precision=r.choice("reranker.precision", Precision))
+
+
+@dataclass(frozen=True)
+class RerankParams:
+    """The second stage: which run it rescores, how deep, and which reranker's run the report leads with."""
+
+    first_stage: FirstStage
+    depth: int  # candidates rescored per query: the first stage's top `depth`
+    batch_size: int  # pairs per forward pass
+    model: RerankerChoice  # the reranker the pipeline uses downstream; both are evaluated
+
+    @classmethod
+    def read(cls, r: Reader) -> RerankParams:
+        depth = r.integer("rerank.depth", minimum=1)
+        ks = r.value("evaluate.k")
+        run_length = max(ks) if isinstance(ks, list) and ks else 0
+        if depth > run_length:
+            raise InputError(r.path, f"`rerank.depth` is {depth}, but the first stage's run holds only the top "
+                             f"{run_length} documents per query (max(evaluate.k))",
+                             fix=f"set rerank.depth <= {run_length}, or add a larger k to evaluate.k")
+        return cls(first_stage=r.choice("rerank.first_stage", FirstStage), depth=depth,
+                   batch_size=r.integer("rerank.batch_size", minimum=1), model=r.choice("rerank.model", RerankerChoice))
+
+
+@dataclass(frozen=True)
 class Params:
     """Every section of params.yaml, validated; `raw` is the mapping as written."""
 
@@ -379,6 +444,8 @@ class Params:
     hybrid: HybridParams
     merge: MergeParams
     general: GeneralParams
+    reranker: RerankerParams
+    rerank: RerankParams
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -410,4 +477,4 @@ def load_params(path: Path) -> Params:
                   long_documents=LongDocumentParams.read(r), prepare=PrepareParams.read(r), mine=MineParams.read(r),
                   finetune=FinetuneParams.read(r), encode=EncodeParams.read(r), evaluate=EvaluateParams.read(r),
                   bm25=BM25Params.read(r), hybrid=HybridParams.read(r), merge=MergeParams.read(r),
-                  general=GeneralParams.read(r))
+                  general=GeneralParams.read(r), reranker=RerankerParams.read(r), rerank=RerankParams.read(r))

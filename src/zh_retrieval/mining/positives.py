@@ -8,6 +8,7 @@ often do not hold the answer: `truncated` trains on the document as the trainer 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,27 +30,34 @@ BM25Choices = dict[tuple[str, str], int]  # (query_id, positive docid) => passag
 
 def bm25_positive_passages(queries: list[TrainQuery], row_of: dict[str, int], passages: Passages,
                            params: BM25Params) -> BM25Choices:
-    """(query_id, positive docid) => the passage of that document BM25 scores highest for the query.
+    """(query_id, positive docid) => the passage of that document BM25 scores highest for the query."""
+    return bm25_best_passages([(q.query_id, q.query, q.positive_ids) for q in queries], row_of, passages, params)
 
-    One index over the positive documents' passages, so IDF comes from passages like these; a query
+
+def bm25_best_passages(requests: Sequence[tuple[str, str, Sequence[str]]], row_of: dict[str, int],
+                       passages: Passages, params: BM25Params) -> BM25Choices:
+    """(query_id, docid) => the passage of that document BM25 scores highest for the query, for every
+    (query_id, query text, docids) requested.
+
+    One index over the requested documents' passages, so IDF comes from passages like these; a query
     with no word left after tokenizing keeps passage 0.
     """
     tokenize = TOKENIZERS[params.tokenizer]
     first_row: dict[int, int] = {}  # document row => its first passage's row in the index
     texts: list[str] = []
-    positive_rows = sorted({row_of[d] for q in queries for d in q.positive_ids})
-    passages.texts.prefetch(positive_rows)
-    for row in positive_rows:
+    rows = sorted({row_of[d] for _, _, docids in requests for d in docids})
+    passages.texts.prefetch(rows)
+    for row in rows:
         first_row[row] = len(texts)
         texts += passages.texts.of(row)
     retriever = bm25_index(texts, params)
     choices = {}
-    for query in queries:
-        tokens = tokenize(query.query)
+    for query_id, query, docids in requests:
+        tokens = tokenize(query)
         scores = retriever.get_scores(tokens) if tokens else np.zeros(len(texts))
-        for docid in query.positive_ids:
+        for docid in docids:
             start = first_row[row_of[docid]]
-            choices[(query.query_id, docid)] = int(np.argmax(scores[start : start + passages.count(row_of[docid])]))
+            choices[(query_id, docid)] = int(np.argmax(scores[start : start + passages.count(row_of[docid])]))
     return choices
 
 

@@ -1,6 +1,6 @@
 """The results report and the data of the comparison plots, from the metrics files of one run.
 
-The report holds the base / fine-tuned / merged / BM25 / hybrid rows on test (the final figures,
+The report holds the base / fine-tuned / merged / BM25 / hybrid / reranked rows on test (the final figures,
 read by no choice) and on dev (where choices are read), the gain, the hybrid's points chosen on
 dev, query and document counts, the revisions of the model and dataset, and the params that
 matter; the plots are recall@k and nDCG@k per model and how many queries fine-tuning improved,
@@ -29,6 +29,8 @@ ROWS = [  # (metrics file stem, label)
     ("bm25", "BM25"),
     ("hybrid_rrf", "hybrid (RRF, BM25 + fine-tuned)"),
     ("hybrid_weighted", "hybrid (weighted, BM25 + fine-tuned)"),
+    ("reranked_base", "reranked by the base reranker"),
+    ("reranked_finetuned", "reranked by the fine-tuned reranker"),
 ]
 
 
@@ -171,6 +173,26 @@ def hybrid_lines(test: Metrics) -> list[str]:
             *(["", *warnings] if warnings else [])]
 
 
+RERANKED = ("reranked_base", "reranked_finetuned")
+FIRST_STAGES = {"hybrid_rrf": "the RRF hybrid", "hybrid_weighted": "the weighted hybrid",
+                "dense": "the fine-tuned dense run", "bm25": "BM25"}
+PASSAGES = {"dense_best": "the passage the fine-tuned embedder scores highest", "bm25_best": "BM25's best passage",
+            "truncated": "the document truncated"}
+
+
+def rerank_line(test: Metrics, params: dict[str, Any]) -> list[str]:
+    """What the reranked rows rescored: the first stage, the depth, the passage and the reranker's length."""
+    found = [test[stem] for stem in RERANKED if stem in test]
+    if not found:
+        return []
+    first = found[0]
+    reranker = params.get("reranker", {})
+    return [f"- reranked: the top {first['depth']} of {FIRST_STAGES.get(first['first_stage'], first['first_stage'])} "
+            f"by a cross-encoder (`{reranker.get('base_model')}`; fine-tuned at lr {reranker.get('lr')}, "
+            f"{reranker.get('epochs')} epochs) through {PASSAGES.get(first['passage'], first['passage'])}, "
+            f"{first['max_length']} tokens a pair"]
+
+
 def render_report(by_split: dict[str, Metrics], params: dict[str, Any], changes: dict[str, int]) -> str:
     metrics, dev = by_split["test"], by_split["dev"]
     base = metrics["base"]
@@ -198,6 +220,7 @@ def render_report(by_split: dict[str, Metrics], params: dict[str, Any], changes:
     dev_heading = (f"Dev, {dev['base']['num_queries']} queries: where the merge weight, the hybrids' points and the "
                    "recipes are chosen.")
     return "\n".join(["# Results", "", test_heading, "", *results_table(metrics), "", *setting, *hybrid_lines(metrics),
+                      *rerank_line(metrics, params),
                       *forgetting, *evidence, "", dev_heading, "", *results_table(dev),
                       *forgetting_table(dev, params), ""])
 

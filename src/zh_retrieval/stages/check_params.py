@@ -7,7 +7,8 @@ DVC deletes a stage's outputs just before running its command, so a stage that o
 Every other stage depends on this one's output, so DVC runs it first: on a bad value it stops
 here with one line naming the key, and nothing downstream is touched. It parses every section
 the way the stages will, and checks that `dataset` has the files an MLDR-layout directory needs
-(and `general.dataset` its corpus and test split), and that `base_model` is a saved model; a
+(and `general.dataset` its corpus and test split), that `base_model` is a saved model and
+`reranker.base_model` a cross-encoder (one-logit head, tokenizer); a
 dataset's *contents* are checked by prepare (and, before a run, by
 `python -m zh_retrieval.stages.prepare --check DIR`).
 
@@ -22,7 +23,7 @@ import logging
 from pathlib import Path
 
 from zh_retrieval.core.errors import InputError, run_stage
-from zh_retrieval.core.files import atomic_file, check_model_dir
+from zh_retrieval.core.files import atomic_file, check_cross_encoder_dir, check_model_dir
 from zh_retrieval.core.params import EVAL_SPLITS, Params, load_params
 from zh_retrieval.data.mldr import dataset_file
 
@@ -36,6 +37,7 @@ def check_inputs(params: Params) -> None:
     # dev.jsonl is optional in the dataset (prepare draws dev from train without it), not in the general set.
     checks = {"dataset": lambda: [dataset_file(Path(params.dataset), name) for name in ("corpus", "train", "test")],
               "base_model": lambda: check_model_dir(Path(params.base_model)),
+              "reranker.base_model": lambda: check_cross_encoder_dir(Path(params.reranker.base_model)),
               "general.dataset": lambda: [dataset_file(Path(params.general.dataset), name)
                                           for name in ("corpus", *EVAL_SPLITS)]}
     for key, check in checks.items():
