@@ -93,6 +93,8 @@ def test_every_stage_that_loads_a_model_refuses_it(model_with_code: tuple[Path, 
         "finetune_reranker": (model, train, out / "reranker", "--params", params),
         "rerank": (model, tmp_path / "eval", TINY_MODEL, embeddings, dataset_dir, prepared, out / "reranked",
                    out / "metrics", "--name", "reranked", "--params", params),
+        "teacher": (model, model, train, out / "teacher", "--params",
+                    write_params(tmp_path / "distill.yaml", {"finetune.distill": True, "rerank.model": "base"})),
     }
     for name, args in commands.items():
         result = stage(name.strip(), *args)

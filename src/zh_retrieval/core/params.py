@@ -245,6 +245,7 @@ class FinetuneParams:
     deepspeed: str | None  # a DeepSpeed config file under configs/, or None
     nproc_per_node: int | None  # training processes on this machine; None ("auto"): one per visible GPU
     checkpoint_every: float | None  # a resumable checkpoint every this fraction of an epoch; None: no checkpoints
+    distill: bool  # also learn the reranker's scores over each group (the teacher stage's pos_scores/neg_scores)
 
     @classmethod
     def read(cls, r: Reader) -> FinetuneParams:
@@ -264,6 +265,7 @@ class FinetuneParams:
             nproc_per_node=r.optional_integer("finetune.nproc_per_node", minimum=1, none=(None, "auto")),
             checkpoint_every=(None if r.value("finetune.checkpoint_every") is None
                               else r.number("finetune.checkpoint_every", minimum=0.0, maximum=1.0, inclusive=False)),
+            distill=r.boolean("finetune.distill"),
         )
 
 

@@ -91,8 +91,15 @@ def dense_best_passages(query_vectors: Mapping[str, np.ndarray], candidate_ids: 
 
 def score_pairs(reranker_dir: Path, queries: Mapping[str, str], texts: Sequence[str], pairs: Sequence[Pair],
                 max_length: int, query_max_len: int, batch_size: int) -> list[float]:
-    """The cross-encoder's raw logit for each (query, passage text), through FlagEmbedding's FlagReranker:
-    it sorts the pairs by length, pads per batch, and keeps `query_max_len` tokens of the query."""
+    """The cross-encoder's raw logit for each pair's query with its passage text."""
+    texts_of = [(queries[p.query_id], text) for p, text in zip(pairs, texts, strict=True)]
+    return cross_encoder_scores(reranker_dir, texts_of, max_length, query_max_len, batch_size)
+
+
+def cross_encoder_scores(reranker_dir: Path, pairs: Sequence[tuple[str, str]], max_length: int, query_max_len: int,
+                         batch_size: int) -> list[float]:
+    """The cross-encoder's raw logit for each (query, passage), through FlagEmbedding's FlagReranker: it sorts
+    the pairs by length, pads per batch, and keeps `query_max_len` tokens of the query."""
     import torch
     from FlagEmbedding import FlagReranker
 
@@ -103,5 +110,5 @@ def score_pairs(reranker_dir: Path, queries: Mapping[str, str], texts: Sequence[
                             query_max_length=query_max_len, max_length=max_length, batch_size=batch_size,
                             normalize=False)
     with torch.inference_mode():
-        scores = reranker.compute_score([(queries[p.query_id], text) for p, text in zip(pairs, texts, strict=True)])
+        scores = reranker.compute_score(list(pairs))
     return [float(scores)] if isinstance(scores, (int, float)) else [float(s) for s in scores]

@@ -64,7 +64,7 @@ def main() -> None:
                   else processes * int(os.environ.get("NNODES", "1")))
     per_device_batch_size(params.batch_size, world_size, args.params)  # an indivisible batch fails before launch
     if not launched_by_torchrun:
-        check_train_file(args.train_file, params.train_group_size)
+        check_train_file(args.train_file, params.train_group_size, params.distill)
         fingerprint = training_fingerprint(args.base_model, args.train_file, embedding, params, world_size)
         prepare_partial_dir(args.out_dir, fingerprint, resume=params.checkpoint_every is not None)
         check_free_space(partial_dir(args.out_dir),

@@ -152,8 +152,9 @@ def count_train_queries(train_file: Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def check_train_file(train_file: Path, group_size: int) -> int:
-    """Count the training queries, failing on a row FlagEmbedding would choke on later."""
+def check_train_file(train_file: Path, group_size: int, distill: bool = False) -> int:
+    """Count the training queries, failing on a row FlagEmbedding would choke on later (with `distill`, one
+    without a teacher score for each text)."""
     count = 0
     for line, row in read_jsonl(train_file):
         for field in ("query", "pos", "neg"):
@@ -162,12 +163,24 @@ def check_train_file(train_file: Path, group_size: int) -> int:
         if not row["pos"] or not row["neg"]:
             raise InputError(train_file, "`pos` and `neg` must each hold at least one text", line=line,
                              fix="FlagEmbedding divides by the number of negatives")
+        if distill:
+            check_teacher_scores(row, train_file, line)
         count += 1
     if count == 0:
         raise InputError(train_file, "no training examples")
     logger.info("%s: %d training queries, groups of %d (1 positive + %d negatives)", train_file, count, group_size,
                 group_size - 1)
     return count
+
+
+def check_teacher_scores(row: dict, train_file: Path, line: int) -> None:
+    for texts, scores in (("pos", "pos_scores"), ("neg", "neg_scores")):
+        values = row.get(scores)
+        if (not isinstance(values, list) or len(values) != len(row[texts])
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)):
+            raise InputError(train_file, f"`{scores}` must hold one number for each text of `{texts}` "
+                             "(finetune.distill is on)", line=line,
+                             fix="train on the teacher stage's output, or set finetune.distill: false")
 
 
 def flag_arguments(base_model: Path, train_file: Path, output_dir: Path, embedding: EmbeddingParams,
@@ -190,6 +203,8 @@ def flag_arguments(base_model: Path, train_file: Path, output_dir: Path, embeddi
         passage_max_len=embedding.passage_max_len,
         query_instruction_for_retrieval=embedding.query_instruction or None,
         query_instruction_format="{}{}",  # the same as encode.with_instruction
+        # The teacher's softmax over each group beside the contrastive loss (kd_loss_type kl_div, the default).
+        knowledge_distillation=params.distill,
     )
     training_args = EncoderOnlyEmbedderTrainingArguments(
         output_dir=str(output_dir),
@@ -324,7 +339,9 @@ def summary_line(base_model: Path, embedding: EmbeddingParams, params: FinetuneP
     return (f"fine-tuning {base_model}: lr {params.lr}, epochs {params.epochs:g}, batch {params.batch_size}"
             f" ({processes}), groups of {params.train_group_size}, temperature {params.temperature}, "
             f"{embedding.pooling} pooling, query/passage {embedding.query_max_len}/{embedding.passage_max_len} "
-            f"tokens, {params.precision}, seed {params.seed} (full arguments: {VERBOSE_VARIABLE}=1)")
+            f"tokens, {params.precision}, seed {params.seed}"
+            f"{', distilling the teacher scores in the training file' if params.distill else ''} "
+            f"(full arguments: {VERBOSE_VARIABLE}=1)")
 
 
 def train(base_model: Path, train_file: Path, out_dir: Path, embedding: EmbeddingParams, params: FinetuneParams,
