@@ -122,7 +122,8 @@ def test_finetune_reranker_trains_on_mined_groups_and_writes_a_cross_encoder(tmp
     train = write_lines(tmp_path / "train.jsonl", rows)
     params = write_params(tmp_path / "params.yaml", {"reranker.batch_size": 4, "reranker.train_group_size": 4,
                                                      "reranker.max_length": 64, "reranker.query_max_len": 16,
-                                                     "reranker.logging_steps": 1})
+                                                     "reranker.logging_steps": 1, "reranker.epochs": 1,
+                                                     "reranker.lr": 3e-4})
     out = tmp_path / "reranker"
     result = subprocess.run([sys.executable, "-m", "zh_retrieval.stages.finetune_reranker", str(tiny_reranker),
                              str(train), str(out), "--params", str(params)], capture_output=True, text=True, cwd=ROOT)
@@ -131,7 +132,7 @@ def test_finetune_reranker_trains_on_mined_groups_and_writes_a_cross_encoder(tmp
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and [e["loss"] for e in state["log_history"] if "loss" in e]
     arguments = json.loads((out / "training_args.json").read_text())
-    assert arguments["output_dir"] == str(out) and arguments["learning_rate"] == 1e-4
+    assert arguments["output_dir"] == str(out) and arguments["learning_rate"] == 3e-4
     assert not (out / "training_args.bin").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "reranker", "train.jsonl"]
 
