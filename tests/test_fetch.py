@@ -50,13 +50,14 @@ def test_model_preset_fetches_the_pinned_revision_and_only_safe_files(tmp_path: 
     assert any(f"/api/models/BAAI/bge-base-zh-v1.5/revision/{COMMIT_MODEL}" in r for r in hub.requests)
 
 
-def test_reranker_preset_fetches_a_cross_encoder_the_rerank_stages_accept(tmp_path: Path) -> None:
-    """The hub's bge-reranker-v2-m3 as its files are laid out, the tiny model's weights standing in."""
+@pytest.mark.parametrize("preset", ["bge-reranker-v2-m3", "bge-reranker-base"])
+def test_reranker_preset_fetches_a_cross_encoder_the_rerank_stages_accept(tmp_path: Path, preset: str) -> None:
+    """The hub's rerankers as their files are laid out, the tiny model's weights standing in."""
     import json
 
     from zh_retrieval.core.files import check_cross_encoder_dir
 
-    source = PRESETS["bge-reranker-v2-m3"]
+    source = PRESETS[preset]
     config = json.loads((TINY_MODEL / "config.json").read_text())
     config.update(architectures=["BertForSequenceClassification"], id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
     files = {p.name: p.read_bytes() for p in TINY_MODEL.iterdir() if p.name != "config.json"}
@@ -64,10 +65,10 @@ def test_reranker_preset_fetches_a_cross_encoder_the_rerank_stages_accept(tmp_pa
               "pytorch_model.bin": b"a pickle that must not be fetched", "onnx/model.onnx": b"not this either"}
     with HubStandIn() as hub:
         hub.add("model", source.repo_id, source.revision, files)
-        target = tmp_path / "models" / "bge-reranker-v2-m3"
-        result = run_fetch(hub.endpoint, "bge-reranker-v2-m3", target, home=tmp_path / "hf")
+        target = tmp_path / "models" / preset
+        result = run_fetch(hub.endpoint, preset, target, home=tmp_path / "hf")
     assert result.returncode == 0, result.stderr
-    assert (target / "REVISION").read_text() == f"BAAI/bge-reranker-v2-m3@{source.revision}\n"
+    assert (target / "REVISION").read_text() == f"{source.repo_id}@{source.revision}\n"
     assert (target / "sentencepiece.bpe.model").is_file()
     assert not (target / "pytorch_model.bin").exists() and not (target / "onnx").exists()
     check_cross_encoder_dir(target)

@@ -224,6 +224,45 @@ def test_reranking_rescores_the_first_stages_top_and_keeps_its_tail(repo: Path, 
     assert f"- reranked: the top {depth} of the RRF hybrid by a cross-encoder" in report
 
 
+def test_report_page_sets_the_systems_side_by_side_on_the_queries_they_disagree_on(repo: Path) -> None:
+    """metrics/report.html: 12 dev queries, four columns of five documents each, the relevant ones marked,
+    each document with the passage its system matched, which is the passage the reranker read for the
+    reranked column and the one embed cut for the MaxP columns."""
+    from transformers import AutoTokenizer
+
+    from zh_retrieval.data.mldr import load_corpus
+    from zh_retrieval.data.passages import split_many
+    from zh_retrieval.retrieval.rerank import read_pair_passages
+
+    page = (repo / "metrics/report.html").read_text(encoding="utf-8")
+    sections = re.findall(r"<section class=query id='([^']+)'>(.*?)</section>", page, flags=re.S)
+    dev_qrels = read_qrels(repo / "data/prepared/dev/qrels.tsv")
+    assert len(sections) == 12 and {q for q, _ in sections} <= dev_qrels.keys()
+    assert not re.search(r"(src|href)=", page), "the page loads nothing"
+    read = read_pair_passages(repo / "output/eval/reranked/finetuned/dev/pairs.tsv")
+    tokenizer = AutoTokenizer.from_pretrained(repo / "output/finetuned")
+    corpus = load_corpus(repo / "data/sample")
+    params = load_params(repo / "params.yaml")
+    marked = 0
+    for query_id, body in sections:
+        columns = re.findall(r"<div class=col><h4>(.*?)</h4><ol>(.*?)</ol>", body, flags=re.S)
+        assert [label for label, _ in columns] == ["base model, MaxP", "fine-tuned, MaxP", "first stage (hybrid_rrf)",
+                                                   "reranked (finetuned reranker)"]
+        for label, items in columns:
+            shown = re.findall(r"<li( class=rel)?><span class=doc>([^<]+)</span>.*?<b>passage (\d+)/(\d+)</b>",
+                               items, flags=re.S)
+            assert len(shown) == 5
+            for rel, docid, index, count in shown:
+                assert bool(rel) == (dev_qrels[query_id].get(docid, 0) > 0)
+                marked += bool(rel)
+                passages = split_many(tokenizer, [corpus[docid]], params.embedding.passage_max_len,
+                                      params.long_documents.overlap)[0]
+                assert int(count) == len(passages)
+                if label.startswith("reranked"):
+                    assert int(index) - 1 == read[(query_id, docid)]
+    assert marked > 0
+
+
 def test_mining_trains_on_passages_and_leaves_every_query_hard_negatives(repo: Path) -> None:
     mined = metrics_of(repo, "mine")
     assert mined["queries"] == 707 and mined["hard_negatives"] > 0 and mined["random_negatives"] > 0

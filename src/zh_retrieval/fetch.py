@@ -4,6 +4,7 @@
     python -m zh_retrieval.fetch mldr-zh data/mldr-zh
     python -m zh_retrieval.fetch t2retrieval data/t2retrieval     # C-MTEB's, for the forgetting check
     python -m zh_retrieval.fetch bge-reranker-v2-m3 models/bge-reranker-v2-m3   # the reranker
+    python -m zh_retrieval.fetch bge-reranker-base models/bge-reranker-base     # a smaller one
     dvc add models/bge-base-zh-v1.5 data/mldr-zh && dvc push     # then every machine can `dvc pull`
 
 Everything downstream reads the local directories, so a machine without hub access runs the
@@ -48,8 +49,17 @@ PRESETS = {
         # card: its front matter's license goes into the fine-tuned model's card.
         patterns=("*.json", "vocab.txt", "model.safetensors", "1_Pooling/*", "README.md"),
     ),
+    # BGE's first Chinese/English reranker: XLM-RoBERTa base under a one-logit head, 512 positions,
+    # ~280 M parameters; the smaller choice for `reranker.base_model` and the teacher.
+    "bge-reranker-base": Source(
+        repo_id="BAAI/bge-reranker-base",
+        repo_type="model",
+        revision="2cfc18c9415c912f9d8155881c133215df768a70",
+        patterns=("*.json", "sentencepiece.bpe.model", "model.safetensors", "README.md"),
+    ),
     # The MLDR preset's reranker and teacher: XLM-RoBERTa under a one-logit head, 8,192 positions.
-    # The revision that the projects pinning it agree on (no hub is reachable here to read a newer one).
+    # Both rerankers' revisions: the ones that the projects pinning them agree on (no hub is reachable
+    # here to read a newer one).
     "bge-reranker-v2-m3": Source(
         repo_id="BAAI/bge-reranker-v2-m3",
         repo_type="model",

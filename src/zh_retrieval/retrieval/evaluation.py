@@ -15,6 +15,7 @@ import numpy as np
 from zh_retrieval.core.files import atomic_dir
 from zh_retrieval.core.params import EmbeddingParams, EncodeParams, EvaluateParams
 from zh_retrieval.retrieval.encode import Embedder, encode, with_instruction
+from zh_retrieval.retrieval.matches import MATCHED, MATCHED_DEPTH, best_passages, write_matched
 from zh_retrieval.retrieval.metrics import score_run
 from zh_retrieval.retrieval.search import maxp_search, search
 
@@ -76,7 +77,11 @@ def score_vectors(query_ids: list[str], query_vectors: np.ndarray, docids: list[
         metrics: dict = score_run(qrels, run, params.k, tmp, tag, groups)
         if passages is not None:
             (tmp / "maxp").mkdir()
-            maxp_run = as_run(query_ids, docids, *maxp_search(*passages, query_vectors, top_k))
+            maxp_scores, maxp_rows = maxp_search(*passages, query_vectors, top_k)
+            maxp_run = as_run(query_ids, docids, maxp_scores, maxp_rows)
             metrics["maxp"] = score_run(qrels, maxp_run, params.k, tmp / "maxp", f"{tag}_maxp", groups)
+            top_rows = maxp_rows[:, :MATCHED_DEPTH]
+            write_matched(tmp / "maxp" / MATCHED, query_ids, docids, top_rows,
+                          best_passages(*passages, query_vectors, top_rows))
     metrics.update(num_queries=len(qrels), num_corpus=len(docids))
     return metrics

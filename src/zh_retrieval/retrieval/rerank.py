@@ -82,6 +82,25 @@ class Pair:
     passage: int  # the index of the candidate's passage that is scored; 0 is the truncated document
 
 
+PAIRS = "pairs.tsv"
+
+
+def write_pairs(path: Path, pairs: Sequence[Pair], scores: Sequence[float]) -> None:
+    """`query_id docid passage score` per pair scored, in the first stage's order per query."""
+    with path.open("w", encoding="utf-8") as f:
+        for pair, score in zip(pairs, scores, strict=True):
+            f.write(f"{pair.query_id}\t{pair.docid}\t{pair.passage}\t{score:.6f}\n")
+
+
+def read_pair_passages(path: Path) -> dict[tuple[str, str], int]:
+    """(query_id, docid) => the passage index the reranker read, from `write_pairs`'s file."""
+    passages = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        query_id, docid, passage, _ = line.split("\t")
+        passages[(query_id, docid)] = int(passage)
+    return passages
+
+
 def dense_best_passages(query_vectors: Mapping[str, np.ndarray], candidate_ids: Mapping[str, list[str]],
                         depth: int, row_of: Mapping[str, int], passages) -> list[Pair]:
     """Each candidate's passage the embedder scores highest for the query (the one MaxP ranked it by)."""

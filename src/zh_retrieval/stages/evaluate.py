@@ -9,7 +9,8 @@ Each evaluation split (dev, where choices are read, and test, read by none) is s
 Writes, per SPLIT, OUT_DIR/SPLIT/run.trec (`query_id Q0 docid rank score tag`, the top max(k)
 documents of the whole corpus for every query), OUT_DIR/SPLIT/per_query.jsonl (each query's
 metrics and the rank of its first relevant document), OUT_DIR/SPLIT/maxp/ the same for MaxP when
-the embeddings have passages, and METRICS_DIR/SPLIT/NAME.json (recall_at_k, ndcg_at_k, mrr_at_10
+the embeddings have passages, with matched.tsv (the passage each query matched in its top 10
+documents, which the report's page shows), and METRICS_DIR/SPLIT/NAME.json (recall_at_k, ndcg_at_k, mrr_at_10
 averaged over the split's queries, plus how many queries and documents they were measured on, the
 query instruction used, and the precision queries and corpus were encoded in). NAME defaults to
 OUT_DIR's name.

@@ -9,7 +9,8 @@ cross-encoder in RERANKER_DIR, each through one passage (retrieval/rerank.py say
 EMBEDDER_DIR and EMBEDDINGS_DIR are the fine-tuned embedder and its embed output: its passages,
 and, for a dense or hybrid first stage, the query vectors that pick each candidate's passage.
 
-Writes, per SPLIT (dev and test), OUT_DIR/SPLIT/run.trec and per_query.jsonl, and
+Writes, per SPLIT (dev and test), OUT_DIR/SPLIT/run.trec, per_query.jsonl and pairs.tsv (`query_id
+docid passage score` for every pair scored: which passage of each candidate the reranker read), and
 METRICS_DIR/SPLIT/NAME.json: the metrics (with `by_evidence`), the first stage, the depth, how the
 passages were picked and how many pairs were scored.
 """
@@ -29,6 +30,7 @@ from zh_retrieval.data.mldr import load_corpus
 from zh_retrieval.data.prepared import load_eval_queries, load_evidence_groups
 from zh_retrieval.retrieval.metrics import read_trec_run, score_run
 from zh_retrieval.retrieval.rerank import (
+    PAIRS,
     Pair,
     candidates,
     dense_best_passages,
@@ -36,6 +38,7 @@ from zh_retrieval.retrieval.rerank import (
     passage_choice,
     reranked_run,
     score_pairs,
+    write_pairs,
 )
 
 logger = logging.getLogger(__name__)
@@ -116,6 +119,7 @@ def main() -> None:
             for pair, score in zip(pairs, scores, strict=True):
                 by_query.setdefault(pair.query_id, []).append(score)
             (tmp / split).mkdir()
+            write_pairs(tmp / split / PAIRS, pairs, scores)
             run = reranked_run(candidate_ids, by_query, params.rerank.depth)
             metrics = score_run(qrels, run, params.evaluate.k, tmp / split, args.name,
                                 load_evidence_groups(args.prepared_dir / split))
