@@ -1,4 +1,4 @@
-"""Embedding a corpus in chunks and on several devices gives what one pass on one device gives."""
+"""Embedding a corpus in chunks and in several processes gives what one pass in one process gives."""
 
 from __future__ import annotations
 
@@ -51,16 +51,23 @@ def test_embed_stage_writes_the_same_bytes_on_a_second_run(tmp_path: Path, datas
     assert "passages.npy" in outputs[0] and outputs[0] == outputs[1]
 
 
-def test_several_devices_encode_what_one_does(tmp_path: Path) -> None:
-    """Two worker processes (on the CPU here, one per GPU on a GPU machine) give the one-process vectors."""
-    corpus = {f"{d}-{i}": text * (1 + 7 * i) for i in range(4) for d, text in CORPUS.items()}
-    embedding = EmbeddingParams(pooling="mean", query_instruction="", query_max_len=32, passage_max_len=66)
-    encoding = EncodeParams(batch_size=3, precision="fp32")
-    long_documents = LongDocumentParams(maxp=True, overlap=8)
-    one = embed_corpus(TINY_MODEL, corpus.items(), tmp_path / "one", embedding, encoding, long_documents,
-                       devices=["cpu"])
-    two = embed_corpus(TINY_MODEL, corpus.items(), tmp_path / "two", embedding, encoding, long_documents,
-                       chunk_size=10, devices=["cpu", "cpu"])
-    np.testing.assert_allclose(two, one, atol=1e-5)
-    np.testing.assert_allclose(load_passage_embeddings(tmp_path / "two")[0],
-                               load_passage_embeddings(tmp_path / "one")[0], atol=1e-5)
+def test_two_torchrun_processes_write_the_bytes_one_process_writes(tmp_path: Path, dataset_dir: Path) -> None:
+    """embed under torchrun with two gloo processes on the CPU (one per GPU on a GPU machine): each encodes
+    every other batch, rank 0 gathers and writes, and every file is the one process's, byte for byte."""
+    params = write_params(tmp_path / "params.yaml", {"embedding.passage_max_len": 8, "long_documents.overlap": 2,
+                                                     "encode.batch_size": 3})
+    # One thread a process in both runs (torchrun's default): here 2 threads gave the same bytes too, but a
+    # CPU's BLAS may split a product by its thread count, and that is not what this test is about.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    stage = ["-m", "zh_retrieval.stages.embed", str(TINY_MODEL), str(dataset_dir)]
+    subprocess.run([sys.executable, *stage, str(tmp_path / "one"), "--params", str(params)], check=True,
+                   capture_output=True, timeout=300, env=env)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *stage,
+                          str(tmp_path / "two"), "--params", str(params)], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "[rank 1]" in two.stderr  # the second process encoded its share
+    one_files = {p.name: p.read_bytes() for p in sorted((tmp_path / "one").iterdir())}
+    assert "passages.npy" in one_files
+    assert {p.name: p.read_bytes() for p in sorted((tmp_path / "two").iterdir())} == one_files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset", "one", "params.yaml", "two"]  # no temporaries

@@ -76,7 +76,7 @@ def listed_code(deps: list[str]) -> set[str]:
 def test_the_import_reader_follows_imports_transitively() -> None:
     prepare = closure(f"{PACKAGE}.stages.prepare")
     assert {f"{PACKAGE}.core.errors", f"{PACKAGE}.data.mldr", f"{PACKAGE}.data.preparation"} <= prepare
-    assert f"{PACKAGE}.retrieval.encode" in project_imports(f"{PACKAGE}.retrieval.multidevice")
+    assert f"{PACKAGE}.retrieval.encode" in project_imports(f"{PACKAGE}.retrieval.distributed")
 
 
 def test_package_init_files_only_hold_a_docstring() -> None:

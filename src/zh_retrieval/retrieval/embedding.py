@@ -1,13 +1,13 @@
 """A whole corpus encoded with one model, streamed in chunks, into embed's format (data/embeddings.py).
 
 The base model's corpus embeddings feed both hard-negative mining and the base model's
-evaluation, so changing how negatives are mined never re-encodes the corpus. Every visible GPU
-takes a share of the work.
+evaluation, so changing how negatives are mined never re-encodes the corpus. Under torchrun (the
+embed stage launches it on a machine with several GPUs), every rank takes a share of each chunk
+and rank 0 writes (retrieval/distributed.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
 
 from zh_retrieval.core.files import atomic_dir, write_json
 from zh_retrieval.core.params import EmbeddingParams, EncodeParams, LongDocumentParams
@@ -32,8 +31,8 @@ from zh_retrieval.data.embeddings import (
     save_rows,
 )
 from zh_retrieval.data.passages import split_many
+from zh_retrieval.retrieval.distributed import ShardedEncoder, rank_device
 from zh_retrieval.retrieval.encode import encode, load_embedder, resolve_precision, visible_devices
-from zh_retrieval.retrieval.multidevice import DevicePool
 
 logger = logging.getLogger(__name__)
 
@@ -77,38 +76,37 @@ NPY_HEADERS = 4096  # three .npy headers and encoding.json, generously
 
 def embed_corpus(model_dir: Path, corpus: Iterable[tuple[str, str]], out_dir: Path, embedding: EmbeddingParams,
                  params: EncodeParams, long_documents: LongDocumentParams | None = None,
-                 chunk_size: int = CHUNK_DOCUMENTS, devices: list[str] | None = None) -> np.ndarray:
+                 chunk_size: int = CHUNK_DOCUMENTS, device: str | None = None,
+                 group: tuple[int, int] | None = None) -> np.ndarray:
     """Encode every (docid, text) (truncated to passage_max_len); with MaxP on, every passage of it too.
 
     The corpus streams through in chunks of `chunk_size` documents, each sorted by length inside
     encode, so memory holds the vectors and one chunk of text, never the whole corpus. With MaxP,
     a document's own vector is its first passage's: the first passage is exactly the text
-    truncation keeps, so the corpus is not encoded twice. With several devices (default: every
-    visible GPU), each encodes a share of every chunk in its own process.
+    truncation keeps, so the corpus is not encoded twice. In a torchrun group ((rank, world size),
+    from distributed.start), each rank encodes its share of every chunk on its own device and
+    rank 0 alone writes OUT_DIR; the other ranks return rows of width 0.
     """
-    devices = devices or visible_devices()
-    precision = resolve_precision(params.precision, torch.device(devices[0]))
-    with contextlib.ExitStack() as stack:
-        if len(devices) > 1:
-            pool = stack.enter_context(DevicePool(model_dir, embedding.pooling, precision, devices))
-            tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    torch_device = rank_device() if group else torch.device(device or visible_devices()[0])
+    precision = resolve_precision(params.precision, torch_device)
+    embedder = load_embedder(model_dir, embedding.pooling, precision, torch_device)
+    if group and group[1] > 1:
+        sharded = ShardedEncoder(embedder, *group)
 
-            def encode_texts(texts: list[str], desc: str) -> np.ndarray:
-                return pool.encode(texts, embedding.passage_max_len, params.batch_size, desc=desc)
-        else:
-            embedder = load_embedder(model_dir, embedding.pooling, precision, torch.device(devices[0]))
-            tokenizer = embedder.tokenizer
+        def encode_texts(texts: list[str], desc: str) -> np.ndarray:
+            return sharded.encode(texts, embedding.passage_max_len, params.batch_size, desc)
+    else:
+        def encode_texts(texts: list[str], desc: str) -> np.ndarray:
+            return encode(embedder, texts, embedding.passage_max_len, params.batch_size, desc=desc)
 
-            def encode_texts(texts: list[str], desc: str) -> np.ndarray:
-                return encode(embedder, texts, embedding.passage_max_len, params.batch_size, desc=desc)
-
-        return _embed_chunks(corpus, out_dir, tokenizer, encode_texts, embedding, long_documents, chunk_size,
-                             precision, f"{model_dir} on {', '.join(devices)} in {precision}")
+    where = f"{group[1]} processes" if group and group[1] > 1 else str(torch_device)
+    return _embed_chunks(corpus, out_dir, embedder.tokenizer, encode_texts, embedding, long_documents, chunk_size,
+                         precision, f"{model_dir} on {where} in {precision}", write=not group or group[0] == 0)
 
 
 def _embed_chunks(corpus: Iterable[tuple[str, str]], out_dir: Path, tokenizer, encode_texts,
                   embedding: EmbeddingParams, long_documents: LongDocumentParams | None, chunk_size: int,
-                  precision: str, what: str) -> np.ndarray:
+                  precision: str, what: str, write: bool = True) -> np.ndarray:
     started = time.perf_counter()
     maxp = long_documents is not None and long_documents.maxp
     docids: list[str] = []
@@ -129,6 +127,8 @@ def _embed_chunks(corpus: Iterable[tuple[str, str]], out_dir: Path, tokenizer, e
         del chunk  # before the trim: the chunk's texts are the bulk of what it frees
         release_freed_memory()
     corpus_vectors = np.concatenate(vectors)
+    if not write:  # a torchrun rank other than 0: its rows went to rank 0, which writes them
+        return corpus_vectors
     needed = (corpus_vectors.nbytes + sum(len(d.encode()) + 1 for d in docids)
               + sum(p.nbytes for p in passage_vectors) + sum(p.nbytes for p in passage_doc) + NPY_HEADERS)
     with atomic_dir(out_dir, needed_bytes=needed) as tmp:

@@ -133,9 +133,18 @@ def encode(
     Texts go through the model longest first, padded per batch, so a batch of short texts is
     not padded to the longest text of the corpus; the rows are put back in input order.
     """
-    dim = embedder.model.config.hidden_size
-    out = np.zeros((len(texts), dim), dtype=np.float32)
     batches = length_sorted_batches(texts, batch_size)
+    out = np.zeros((len(texts), embedder.model.config.hidden_size), dtype=np.float32)
+    out[[i for batch in batches for i in batch]] = encode_batches(embedder, texts, batches, max_length, desc)
+    return out
+
+
+def encode_batches(embedder: Embedder, texts: list[str], batches: list[list[int]], max_length: int,
+                   desc: str = "encode") -> np.ndarray:
+    """The vectors of `batches` (indices into texts), one row per index, in the batches' order."""
+    rows = sum(len(batch) for batch in batches)
+    out = np.zeros((rows, embedder.model.config.hidden_size), dtype=np.float32)
+    row = 0
     with torch.inference_mode(), _autocast(embedder):
         for batch_ids, tokens in tqdm(_tokenized(embedder, texts, batches, max_length), total=len(batches),
                                       desc=desc, unit="batch", mininterval=5):
@@ -143,7 +152,8 @@ def encode(
             hidden = embedder.model(**batch).last_hidden_state
             pooled = pool(hidden, batch["attention_mask"], embedder.pooling).float()
             vectors = torch.nn.functional.normalize(pooled, dim=-1)
-            out[batch_ids] = vectors.cpu().numpy()
+            out[row : row + len(batch_ids)] = vectors.cpu().numpy()
+            row += len(batch_ids)
     return out
 
 

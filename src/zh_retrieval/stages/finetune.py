@@ -23,6 +23,7 @@ from pathlib import Path
 from zh_retrieval.core.errors import InputError, run_stage
 from zh_retrieval.core.files import check_free_space, check_model_dir
 from zh_retrieval.core.params import load_params
+from zh_retrieval.retrieval.distributed import torchrun_arguments
 from zh_retrieval.retrieval.encode import visible_devices
 from zh_retrieval.training.finetune import (
     VERBOSE_VARIABLE,
@@ -31,7 +32,6 @@ from zh_retrieval.training.finetune import (
     per_device_batch_size,
     prepare_partial_dir,
     space_needed,
-    torchrun_arguments,
     train,
     training_fingerprint,
 )

@@ -426,20 +426,3 @@ def restore_checkpoint_weights(model, checkpoint: Path) -> None:
     model.model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=True)
     model._keys_to_ignore_on_save = None  # read by the Trainer after its load; absent on the wrapper
     logger.info("restored the encoder's weights from %s", checkpoint)
-
-
-def torchrun_arguments(processes: int) -> list[str]:
-    """torchrun's topology: processes here from params, nodes from the environment (NNODES, NODE_RANK, MASTER_*).
-
-    On one machine torchrun picks a free rendezvous port itself; a multi-node job names the
-    first node's address and a port every node can reach.
-    """
-    nodes = int(os.environ.get("NNODES", "1"))
-    arguments = [f"--nproc_per_node={processes}", f"--nnodes={nodes}"]
-    if nodes > 1:
-        arguments += [f"--node_rank={os.environ.get('NODE_RANK', '0')}",
-                      f"--master_addr={os.environ.get('MASTER_ADDR', '127.0.0.1')}",
-                      f"--master_port={os.environ.get('MASTER_PORT', '29500')}"]
-    else:
-        arguments.append("--standalone")
-    return arguments
