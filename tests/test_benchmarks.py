@@ -81,3 +81,12 @@ def test_gpu_benchmarks_run_on_the_cpu_as_a_plumbing_check() -> None:
     train = run_benchmark("gpu_train.py", "--device", "cpu", "--layers", "2", "--hidden", "64", "--tokens", "64",
                           "--batch", "2", "--group", "2", "--warmup", "1", "--steps", "1")
     assert train.splitlines()[-1].split()[0] == "on"
+
+
+def test_feed_benchmark_times_the_three_feeds_on_full_passages() -> None:
+    out = run_benchmark("feed.py", "--passages", "64", "--batch-size", "16", "--repeats", "1")
+    assert "passages of 512 tokens" in out
+    rates = {line.split(":")[0]: float(line.split(":")[1].split()[0].replace(",", "")) for line in out.splitlines()
+             if line.endswith("passages/s")}
+    assert set(rates) == {"tokenizer padding", "tokenizer + NumPy padding", "token ids + NumPy padding"}
+    assert min(rates.values()) > 0

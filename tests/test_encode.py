@@ -14,6 +14,7 @@ from zh_retrieval.retrieval.encode import (
     encode,
     length_sorted_batches,
     load_embedder,
+    pad_batch,
     pool,
     resolve_precision,
     with_instruction,
@@ -79,3 +80,25 @@ def test_embedder_reports_the_precision_it_runs_in() -> None:
 def test_batches_are_longest_first_and_stable() -> None:
     texts = ["aa", "b", "cccc", "dd", "e"]
     assert length_sorted_batches(texts, 2) == [[2, 0], [3, 1], [4]]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_numpy_padding_gives_the_tokenizers_own_arrays(side: str) -> None:
+    """The feed pads token ids in NumPy: every array is the one the tokenizer's padding=True returns."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)
+    tokenizer.padding_side = side
+    texts = [text * (1 + 5 * i) for i, text in enumerate(CORPUS.values())] + ["", "ls -la"]
+    expected = tokenizer(texts, padding=True, truncation=True, max_length=40, return_tensors="np")
+    sequences = tokenizer(texts, truncation=True, max_length=40, return_attention_mask=False,
+                          return_token_type_ids=False)["input_ids"]
+    padded = pad_batch(sequences, tokenizer)
+    assert padded.keys() == expected.keys() and "token_type_ids" in padded
+    for name, array in expected.items():
+        np.testing.assert_array_equal(padded[name], array.astype(np.int64))
+        assert padded[name].dtype == np.int64
+
+
+def test_the_encoder_runs_sdpa_attention() -> None:
+    assert load_embedder(TINY_MODEL, "mean").model.config._attn_implementation == "sdpa"

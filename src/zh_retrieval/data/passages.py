@@ -53,12 +53,18 @@ def split_many(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_len
 
 
 def _cut(text: str, offsets: list[tuple[int, int]], window: int, overlap: int) -> list[str]:
+    return [text[start:end] for start, end in window_spans(offsets, len(text), window, overlap)]
+
+
+def window_spans(offsets: list[tuple[int, int]], text_length: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """The character spans of a text's passages: windows of `window` tokens, `overlap` shared by neighbours,
+    from the tokens' character offsets; the whole text where it fits one window."""
     if len(offsets) <= window:
-        return [text]
-    passages = []
+        return [(0, text_length)]
+    spans = []
     for start in range(0, len(offsets), window - overlap):
         end = min(start + window, len(offsets))
-        passages.append(text[offsets[start][0] : offsets[end - 1][1]])
+        spans.append((offsets[start][0], offsets[end - 1][1]))
         if end == len(offsets):
             break
-    return passages
+    return spans

@@ -1,8 +1,9 @@
-"""The corpus as mining sees it: each document's passages, their vectors, and their texts cut on demand.
+"""The corpus as mining sees it: each document's passages, their vectors, and their texts.
 
-Passages are cut exactly as embed cut them (same tokenizer, passage_max_len and overlap), and the
-count per document is checked against embed's passage vectors, so a passage index always names
-the same text in train.jsonl as in the embeddings.
+The texts are the cut stage's spans (data/cut.py, the passages embed encoded), or, without a cut,
+cut here on demand exactly as embed cuts them (same tokenizer, passage_max_len and overlap). The
+count per document is checked against embed's passage vectors either way, so a passage index
+always names the same text in train.jsonl as in the embeddings.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from zh_retrieval.core.errors import InputError
 from zh_retrieval.core.params import EmbeddingParams, LongDocumentParams
-from zh_retrieval.data.embeddings import load_passage_embeddings
+from zh_retrieval.data.cut import Cut, load_cut
+from zh_retrieval.data.embeddings import load_corpus_embeddings, load_passage_embeddings
 from zh_retrieval.data.passages import split_many
 
 
@@ -30,12 +32,16 @@ class PassageTexts:
     overlap: int
     counts: np.ndarray  # passages per document row, as embed encoded them
     embeddings_dir: Path  # named in the error when a document cuts into another number of passages
+    cut: Cut | None = None  # the cut stage's passages: their spans instead of cutting again
     cache: dict[int, list[str]] = field(default_factory=dict)
 
     def prefetch(self, rows: Iterable[int]) -> None:
         missing = sorted(set(rows) - self.cache.keys())
-        cuts = split_many(self.tokenizer, [self.documents[row] for row in missing], self.passage_max_len,
-                          self.overlap)
+        if self.cut is not None:
+            cuts = [self.cut.passage_texts(row, self.documents[row]) for row in missing]
+        else:
+            cuts = split_many(self.tokenizer, [self.documents[row] for row in missing], self.passage_max_len,
+                              self.overlap)
         for row, cut in zip(missing, cuts):
             if len(cut) != self.counts[row]:
                 raise InputError(self.embeddings_dir, f"document row {row} has {self.counts[row]} passage "
@@ -74,8 +80,9 @@ class Passages:
 
 
 def load_passages(tokenizer_dir: Path, embeddings_dir: Path, documents: list[str], embedding: EmbeddingParams,
-                  long_documents: LongDocumentParams) -> Passages:
-    """embed's passage vectors for `documents` (in embed's row order), with their texts cut on demand."""
+                  long_documents: LongDocumentParams, cut_dir: Path | None = None) -> Passages:
+    """embed's passage vectors for `documents` (in embed's row order), with their texts: the spans of the cut
+    stage's output in `cut_dir`, or cut on demand without one."""
     loaded = load_passage_embeddings(embeddings_dir)
     if loaded is None:
         raise InputError(embeddings_dir, "no passage embeddings (passages.npy), which passage mining needs",
@@ -84,6 +91,13 @@ def load_passages(tokenizer_dir: Path, embeddings_dir: Path, documents: list[str
     counts = np.bincount(passage_doc, minlength=len(documents))
     doc_start = np.concatenate([[0], np.cumsum(counts)])
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
+    cut = None
+    if cut_dir is not None:
+        cut = load_cut(cut_dir, embedding.passage_max_len, long_documents.overlap)
+        cut.check_tokenizer(tokenizer, tokenizer_dir)
+        if cut.docids != load_corpus_embeddings(embeddings_dir)[0]:
+            raise InputError(cut_dir, f"its documents are not those of {embeddings_dir}, in the same order",
+                             fix="re-run the cut and embed stages on the same dataset")
     texts = PassageTexts(tokenizer, documents, embedding.passage_max_len, long_documents.overlap, counts,
-                         embeddings_dir)
+                         embeddings_dir, cut)
     return Passages(vectors, doc_start, texts)

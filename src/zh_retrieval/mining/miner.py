@@ -120,7 +120,7 @@ def training_rows(mined: list[MinedQuery], corpus: dict[str, str], passages: Pas
 
 
 def mine_with_vectors(tokenizer_dir: Path, embeddings_dir: Path, corpus: dict[str, str], queries: list[TrainQuery],
-                      query_vectors: np.ndarray, out_dir: Path, params: Params
+                      query_vectors: np.ndarray, out_dir: Path, params: Params, cut_dir: Path | None = None
                       ) -> dict[str, float | int | None | dict[str, int]]:
     """Everything of mining after the queries are encoded: positives, negatives, OUT_DIR/train.jsonl, the stats."""
     docids, corpus_vectors = load_corpus_embeddings(embeddings_dir)
@@ -129,8 +129,8 @@ def mine_with_vectors(tokenizer_dir: Path, embeddings_dir: Path, corpus: dict[st
                          fix="re-run the embed stage")
     documents = [corpus[d] for d in docids]
     mining = params.mine
-    passages = (load_passages(tokenizer_dir, embeddings_dir, documents, params.embedding, params.long_documents)
-                if mining.needs_passages else None)
+    passages = (load_passages(tokenizer_dir, embeddings_dir, documents, params.embedding, params.long_documents,
+                              cut_dir) if mining.needs_passages else None)
     row_of = {d: i for i, d in enumerate(docids)}
     bm25_choices = (bm25_positive_passages(queries, row_of, passages, params.bm25)
                     if mining.positive == "bm25_passage" else None)
@@ -143,12 +143,12 @@ def mine_with_vectors(tokenizer_dir: Path, embeddings_dir: Path, corpus: dict[st
 
 
 def run_mining(model_dir: Path, embeddings_dir: Path, corpus: dict[str, str], queries: list[TrainQuery],
-               out_dir: Path, params: Params) -> dict[str, float | int | str]:
+               out_dir: Path, params: Params, cut_dir: Path | None = None) -> dict[str, float | int | str]:
     """Encode the queries with the base model (with the query instruction, as training sees them), then mine."""
     embedder = load_embedder(model_dir, params.embedding.pooling, params.encode.precision)
     query_vectors = encode(embedder, with_instruction([q.query for q in queries], params.embedding.query_instruction),
                            params.embedding.query_max_len, params.encode.batch_size, desc="mine: queries")
-    stats = mine_with_vectors(model_dir, embeddings_dir, corpus, queries, query_vectors, out_dir, params)
+    stats = mine_with_vectors(model_dir, embeddings_dir, corpus, queries, query_vectors, out_dir, params, cut_dir)
     stats = {**stats, "query_precision": embedder.precision, "corpus_precision": corpus_precision(embeddings_dir)}
     logger.info("mined %s: %s", out_dir, ", ".join(f"{k} {v}" for k, v in stats.items()))
     return stats

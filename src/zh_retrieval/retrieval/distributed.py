@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from zh_retrieval.retrieval.encode import Embedder, encode_batches, length_sorted_batches
+from zh_retrieval.retrieval.encode import Embedder, batches_by_length, encode_batches, id_inputs
 
 LAUNCHED = "LOCAL_RANK"  # set by torchrun in every process it starts
 
@@ -67,17 +67,19 @@ class ShardedEncoder:
     def __init__(self, embedder: Embedder, rank: int, world: int):
         self.embedder, self.rank, self.world = embedder, rank, world
 
-    def encode(self, texts: list[str], max_length: int, batch_size: int, desc: str) -> np.ndarray:
+    def encode(self, sequences: list[np.ndarray], lengths: list[int], batch_size: int, desc: str) -> np.ndarray:
+        """`encode.encode_ids` of the sequences, this rank's batches only, all rows on rank 0."""
         import torch.distributed as dist
 
-        batches = length_sorted_batches(texts, batch_size)[self.rank :: self.world]
+        batches = batches_by_length(lengths, batch_size)[self.rank :: self.world]
         rows = [i for batch in batches for i in batch]
-        vectors = encode_batches(self.embedder, texts, batches, max_length, f"{desc} [rank {self.rank}]")
+        vectors = encode_batches(self.embedder, id_inputs(self.embedder, sequences), batches,
+                                 f"{desc} [rank {self.rank}]")
         gathered: list | None = [None] * self.world if self.rank == 0 else None
         dist.gather_object((rows, vectors), gathered, dst=0)
         if gathered is None:
-            return np.zeros((len(texts), 0), dtype=np.float32)
-        out = np.zeros((len(texts), self.embedder.model.config.hidden_size), dtype=np.float32)
+            return np.zeros((len(sequences), 0), dtype=np.float32)
+        out = np.zeros((len(sequences), self.embedder.model.config.hidden_size), dtype=np.float32)
         for shard_rows, shard_vectors in gathered:
             out[shard_rows] = shard_vectors
         return out

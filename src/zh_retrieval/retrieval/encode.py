@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +68,9 @@ def load_embedder(model_dir: Path, pooling: str, precision: str = "fp32", device
         raise InputError(model_dir, "fp16 needs a GPU", fix="use precision fp32 or bf16 on a CPU")
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-        model = AutoModel.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
+        # SDPA: PyTorch's fused attention (transformers' default for BERT; named so it stays so).
+        model = AutoModel.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False,
+                                          attn_implementation="sdpa")
     except (OSError, ValueError) as error:
         raise InputError(model_dir, f"cannot load the model: {error}") from None
     model.eval().to(device)
@@ -97,32 +99,75 @@ def length_sorted_batches(texts: list[str], batch_size: int) -> list[list[int]]:
 
     Ties keep input order (a stable sort), so the batches, and the vectors, are the same every run.
     """
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    return batches_by_length([len(text) for text in texts], batch_size)
+
+
+def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """`length_sorted_batches` by given lengths (the characters of each text, whether it is encoded from its
+    text or from its token ids, so both see the same batches)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def _tokenized(embedder: Embedder, texts: list[str], batches: list[list[int]], max_length: int
-               ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
-    """Each batch's ids with its tokenized tensors; batch i+1 is tokenized while the model runs batch i.
+def pad_batch(sequences: list[list[int]], tokenizer: PreTrainedTokenizerBase) -> dict[str, np.ndarray]:
+    """Token id sequences (specials included) as the model's inputs, padded in NumPy to the longest: the
+    arrays the tokenizer's own `padding=True` gives (tests/test_encode.py compares them), without its
+    per-token Python loop. On the side the tokenizer pads, with its pad id; segment ids 0 where the
+    model takes them."""
+    length = max((len(ids) for ids in sequences), default=0)
+    input_ids = np.full((len(sequences), length), tokenizer.pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((len(sequences), length), dtype=np.int64)
+    left = tokenizer.padding_side == "left"
+    for row, ids in enumerate(sequences):
+        window = slice(length - len(ids), length) if left else slice(0, len(ids))
+        input_ids[row, window] = ids
+        attention_mask[row, window] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "token_type_ids" in tokenizer.model_input_names:
+        batch["token_type_ids"] = np.zeros_like(input_ids)
+    return batch
 
-    On a GPU the tokenizer, not the model, is the bottleneck (benchmarks/gpu_encode.py,
-    docs/speed-and-memory.md). Asking for NumPy arrays and wrapping them without a copy skips
-    transformers' slow list-to-tensor conversion (the token ids are the same); the worker thread
-    overlaps tokenizing with the forward pass.
+
+Inputs = Callable[[list[int]], dict[str, np.ndarray]]  # a batch's indices => its padded model inputs
+
+
+def _fed(embedder: Embedder, inputs: Inputs, batches: list[list[int]]
+         ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Each batch's indices with its model inputs; batch i+1 is prepared while the model runs batch i.
+
+    On a GPU the feed, not the model, is the bottleneck (benchmarks/gpu_encode.py,
+    benchmarks/feed.py, docs/speed-and-memory.md). So a worker thread prepares the next batch
+    (ids padded in NumPy by `pad_batch`, after the tokenizer where the input is text) and on a GPU
+    pins its arrays, so that the copy to the device does not block the forward pass.
     """
+    pin = embedder.device.type == "cuda"
 
-    def tokenize(ids: list[int]) -> dict[str, torch.Tensor]:
-        arrays = embedder.tokenizer([texts[i] for i in ids], padding=True, truncation=True, max_length=max_length,
-                                    return_tensors="np")
-        return {name: torch.from_numpy(array) for name, array in arrays.items()}
+    def prepare(ids: list[int]) -> dict[str, torch.Tensor]:
+        tensors = {name: torch.from_numpy(array) for name, array in inputs(ids).items()}
+        return {name: tensor.pin_memory() for name, tensor in tensors.items()} if pin else tensors
 
     with ThreadPoolExecutor(max_workers=1) as worker:
-        upcoming = worker.submit(tokenize, batches[0]) if batches else None
+        upcoming = worker.submit(prepare, batches[0]) if batches else None
         for index, ids in enumerate(batches):
             batch = upcoming.result()
             if index + 1 < len(batches):
-                upcoming = worker.submit(tokenize, batches[index + 1])
+                upcoming = worker.submit(prepare, batches[index + 1])
             yield ids, batch
+
+
+def text_inputs(embedder: Embedder, texts: list[str], max_length: int) -> Inputs:
+    """Texts tokenized (the fast tokenizer's batch call, on every core) without padding, then padded in NumPy."""
+    def inputs(ids: list[int]) -> dict[str, np.ndarray]:
+        sequences = embedder.tokenizer([texts[i] for i in ids], truncation=True, max_length=max_length,
+                                       return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        return pad_batch(sequences, embedder.tokenizer)
+
+    return inputs
+
+
+def id_inputs(embedder: Embedder, sequences: Sequence[np.ndarray]) -> Inputs:
+    """Token id sequences already cut and tokenized (data/cut.py), padded in NumPy: no tokenizer in the loop."""
+    return lambda ids: pad_batch([sequences[i] for i in ids], embedder.tokenizer)
 
 
 def encode(
@@ -133,22 +178,33 @@ def encode(
     Texts go through the model longest first, padded per batch, so a batch of short texts is
     not padded to the longest text of the corpus; the rows are put back in input order.
     """
-    batches = length_sorted_batches(texts, batch_size)
-    out = np.zeros((len(texts), embedder.model.config.hidden_size), dtype=np.float32)
-    out[[i for batch in batches for i in batch]] = encode_batches(embedder, texts, batches, max_length, desc)
+    return encode_in_order(embedder, text_inputs(embedder, texts, max_length),
+                           length_sorted_batches(texts, batch_size), len(texts), desc)
+
+
+def encode_ids(embedder: Embedder, sequences: Sequence[np.ndarray], lengths: Sequence[int], batch_size: int = 32,
+               desc: str = "encode") -> np.ndarray:
+    """`encode` from token ids: one row per sequence, in the order given, batched by `lengths` (each sequence's
+    text's characters: the batches `encode` forms from the texts, and so the same vectors)."""
+    return encode_in_order(embedder, id_inputs(embedder, sequences), batches_by_length(lengths, batch_size),
+                           len(sequences), desc)
+
+
+def encode_in_order(embedder: Embedder, inputs: Inputs, batches: list[list[int]], rows: int, desc: str) -> np.ndarray:
+    out = np.zeros((rows, embedder.model.config.hidden_size), dtype=np.float32)
+    out[[i for batch in batches for i in batch]] = encode_batches(embedder, inputs, batches, desc)
     return out
 
 
-def encode_batches(embedder: Embedder, texts: list[str], batches: list[list[int]], max_length: int,
-                   desc: str = "encode") -> np.ndarray:
-    """The vectors of `batches` (indices into texts), one row per index, in the batches' order."""
+def encode_batches(embedder: Embedder, inputs: Inputs, batches: list[list[int]], desc: str = "encode") -> np.ndarray:
+    """The vectors of `batches` (indices for `inputs`), one row per index, in the batches' order."""
     rows = sum(len(batch) for batch in batches)
     out = np.zeros((rows, embedder.model.config.hidden_size), dtype=np.float32)
     row = 0
     with torch.inference_mode(), _autocast(embedder):
-        for batch_ids, tokens in tqdm(_tokenized(embedder, texts, batches, max_length), total=len(batches),
-                                      desc=desc, unit="batch", mininterval=5):
-            batch = {name: tensor.to(embedder.device) for name, tensor in tokens.items()}
+        for batch_ids, tensors in tqdm(_fed(embedder, inputs, batches), total=len(batches), desc=desc, unit="batch",
+                                       mininterval=5):
+            batch = {name: tensor.to(embedder.device, non_blocking=True) for name, tensor in tensors.items()}
             hidden = embedder.model(**batch).last_hidden_state
             pooled = pool(hidden, batch["attention_mask"], embedder.pooling).float()
             vectors = torch.nn.functional.normalize(pooled, dim=-1)

@@ -1,7 +1,7 @@
 """mine: give every training query a positive passage and negatives mined with the base model, mixed with random ones.
 
     python -m zh_retrieval.stages.mine BASE_MODEL_DIR EMBEDDINGS_DIR DATASET_DIR TRAIN_QUERIES OUT_DIR \
-        --params params.yaml --stats metrics/mine.json
+        --params params.yaml --stats metrics/mine.json [--passages PASSAGES_DIR]
 
 The positive's text is `mine.positive` (mining/positives.py); the negatives are the dataset's own,
 hard and random ones (mining/negatives.py) behind the false-negative guard `mine.guard`
@@ -33,12 +33,14 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--stats", type=Path)
+    parser.add_argument("--passages", type=Path, help="the cut stage's output: passage texts from its spans "
+                        "(without it, the documents are cut again)")
     args = parser.parse_args()
     params = load_params(args.params)
     queries = read_train_queries(args.train_queries)
     corpus = load_corpus(args.dataset_dir)
     check_corpus_size(corpus, queries, params.mine, args.params)
-    stats = run_mining(args.model_dir, args.embeddings_dir, corpus, queries, args.out_dir, params)
+    stats = run_mining(args.model_dir, args.embeddings_dir, corpus, queries, args.out_dir, params, args.passages)
     if args.stats:
         write_json(args.stats, stats)
 

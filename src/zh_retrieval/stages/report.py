@@ -1,7 +1,7 @@
 """report: the results table and the comparison plots, written from the metrics of one run.
 
     python -m zh_retrieval.stages.report METRICS_DIR EVAL_DIR REPORT_MD PLOTS_DIR --params params.yaml \
-        [--page REPORT_HTML --dataset DATASET_DIR --prepared PREPARED_DIR --tokenizer MODEL_DIR]
+        [--page REPORT_HTML --dataset DATASET_DIR --prepared PREPARED_DIR --passages PASSAGES_DIR]
 
 Writes REPORT_MD (reporting/report.py says what it holds) and, under PLOTS_DIR, the data of the
 plots dvc.yaml declares, on test: recall@k and nDCG@k per model (at_k/<model>.csv) and how many
@@ -9,8 +9,8 @@ queries fine-tuning improved, left unchanged and degraded (per_query_change.csv)
 
 With --page, also REPORT_HTML (reporting/page.py): the results and, for the dev queries where the
 base, fine-tuned, first-stage and reranked runs differ most, their top 5 side by side with the
-passage each matched. The passages are cut again, for the documents shown only, with
-MODEL_DIR's tokenizer (the embedders' own) exactly as embed cut them.
+passage each matched: its text from the cut stage's spans (PASSAGES_DIR), the passages embed
+encoded.
 """
 
 from __future__ import annotations
@@ -63,26 +63,23 @@ def _system(label: str, run_dir: Path, matched: dict[tuple[str, str], int] | Non
 
 
 def write_page(path: Path, by_split: dict, eval_dir: Path, dataset_dir: Path, prepared_dir: Path,
-               tokenizer_dir: Path, params: Params) -> None:
-    from transformers import AutoTokenizer
-
-    from zh_retrieval.data.passages import split_many
+               passages_dir: Path, params: Params) -> None:
+    from zh_retrieval.data.cut import load_cut
 
     systems = page_systems(eval_dir, params)
     queries, qrels = load_eval_queries(prepared_dir / "dev")
     shown = differing_queries(systems, list(qrels), PAGE_QUERIES)
     wanted = needed_passages(systems, shown, PAGE_TOP)
     documents = {docid: text for docid, text in iter_corpus(dataset_dir) if docid in wanted}
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
-    order = sorted(documents)
-    cut = dict(zip(order, split_many(tokenizer, [documents[d] for d in order], params.embedding.passage_max_len,
-                                     params.long_documents.overlap)))
+    cut = load_cut(passages_dir, params.embedding.passage_max_len, params.long_documents.overlap)
+    row_of = {docid: row for row, docid in enumerate(cut.docids)}
+    cut_texts = {docid: cut.passage_texts(row_of[docid], text) for docid, text in documents.items()}
 
     def passage_text(docid: str, index: int) -> tuple[str, int]:
-        if index >= len(cut[docid]):
-            raise InputError(dataset_dir, f"document {docid} cuts into {len(cut[docid])} passages, but a run matched "
-                             f"passage {index}", fix="re-run embed and the evaluations with these params")
-        return cut[docid][index], len(cut[docid])
+        if index >= len(cut_texts[docid]):
+            raise InputError(passages_dir, f"document {docid} has {len(cut_texts[docid])} passages, but a run "
+                             f"matched passage {index}", fix="re-run embed and the evaluations with these params")
+        return cut_texts[docid][index], len(cut_texts[docid])
 
     shown_columns = columns(by_split["test"]["base"])[:2]
     rows = []
@@ -113,10 +110,10 @@ def main() -> None:
     parser.add_argument("--page", type=Path, help="also write the HTML page here")
     parser.add_argument("--dataset", type=Path, help="with --page: the dataset, for the documents' texts")
     parser.add_argument("--prepared", type=Path, help="with --page: prepare's output, for the dev queries")
-    parser.add_argument("--tokenizer", type=Path, help="with --page: a model directory with the embedders' tokenizer")
+    parser.add_argument("--passages", type=Path, help="with --page: the cut stage's output, for the passages' spans")
     args = parser.parse_args()
-    if args.page and not (args.dataset and args.prepared and args.tokenizer):
-        parser.error("--page needs --dataset, --prepared and --tokenizer")
+    if args.page and not (args.dataset and args.prepared and args.passages):
+        parser.error("--page needs --dataset, --prepared and --passages")
     params = load_params(args.params)
     metrics = load_metrics(args.metrics_dir)
     changes = summary(compare(read_per_query(args.eval_dir / "base" / "test"),
@@ -131,7 +128,7 @@ def main() -> None:
     with atomic_file(args.report) as tmp:
         tmp.write_text(report, encoding="utf-8")
     if args.page:
-        write_page(args.page, metrics, args.eval_dir, args.dataset, args.prepared, args.tokenizer, params)
+        write_page(args.page, metrics, args.eval_dir, args.dataset, args.prepared, args.passages, params)
     logger.info("wrote %s and the plot data under %s", args.report, args.plots_dir)
 
 

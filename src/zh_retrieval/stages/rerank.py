@@ -1,13 +1,14 @@
 """rerank: rescore the first stage's top candidates with a cross-encoder, and score the reranked runs.
 
     python -m zh_retrieval.stages.rerank RERANKER_DIR EVAL_DIR EMBEDDER_DIR EMBEDDINGS_DIR DATASET_DIR \
-        PREPARED_DIR OUT_DIR METRICS_DIR --name NAME --params params.yaml
+        PREPARED_DIR OUT_DIR METRICS_DIR --name NAME --params params.yaml [--passages PASSAGES_DIR]
 
 The first stage is `rerank.first_stage`'s run under EVAL_DIR (output/eval: hybrid_rrf,
 hybrid_weighted, dense or bm25), its top `rerank.depth` candidates per query rescored by the
 cross-encoder in RERANKER_DIR, each through one passage (retrieval/rerank.py says which).
 EMBEDDER_DIR and EMBEDDINGS_DIR are the fine-tuned embedder and its embed output: its passages,
 and, for a dense or hybrid first stage, the query vectors that pick each candidate's passage.
+PASSAGES_DIR, the cut stage's output, gives the passages' texts (without it they are cut again).
 
 Writes, per SPLIT (dev and test), OUT_DIR/SPLIT/run.trec, per_query.jsonl and pairs.tsv (`query_id
 docid passage score` for every pair scored: which passage of each candidate the reranker read), and
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("metrics_dir", type=Path)
     parser.add_argument("--name", required=True, help="the metrics files' name, e.g. reranked_finetuned")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--passages", type=Path, help="the cut stage's output, for the passages' texts")
     args = parser.parse_args()
 
     params = load_params(args.params)
@@ -90,7 +92,7 @@ def main() -> None:
         from zh_retrieval.mining.corpus import load_passages
 
         passages = load_passages(args.embedder_dir, args.embeddings_dir, documents, params.embedding,
-                                 params.long_documents)
+                                 params.long_documents, args.passages)
     if choice == "dense_best":
         from zh_retrieval.retrieval.encode import load_embedder
 

@@ -1,0 +1,91 @@
+"""Passages cut once with their token ids: the same passages embed cut from text, and the same vectors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CORPUS, ROOT, TINY_MODEL
+from transformers import AutoTokenizer
+
+from zh_retrieval.core.errors import InputError
+from zh_retrieval.data.cut import cut_documents, is_cut, load_cut, save_cut, tokenizer_fingerprint
+from zh_retrieval.data.mldr import load_corpus
+from zh_retrieval.data.passages import split_many
+from zh_retrieval.retrieval.encode import encode, encode_ids, load_embedder
+
+DEMO_MODEL = ROOT / "models" / "zh-mini-embedder"
+
+
+def documents() -> list[tuple[str, str]]:
+    # Long enough for several 24-token passages; one empty-ish and one with Latin words cut mid-window.
+    return [(f"{d}-{i}", text * (1 + 4 * i)) for i in range(3) for d, text in CORPUS.items()] + [
+        ("latin", "configuration files are parsed " * 12), ("short", "ls")]
+
+
+def test_passages_and_their_ids_are_what_the_text_path_cuts_and_tokenizes() -> None:
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)
+    corpus = documents()
+    cut = cut_documents(tokenizer, corpus, 24, 4)
+    expected = split_many(tokenizer, [text for _, text in corpus], 24, 4)
+    assert cut.docids == [d for d, _ in corpus] and cut.info["passages"] == sum(len(p) for p in expected)
+    for row, (_, text) in enumerate(corpus):
+        assert cut.passage_texts(row, text) == expected[row]
+        first = cut.doc_start[row]
+        for index, passage in enumerate(expected[row]):
+            ids = tokenizer(passage, truncation=True, max_length=24)["input_ids"]
+            assert cut.sequence(first + index).tolist() == ids
+        # The document truncated is one of the sequences: its first passage's wherever the ids agree.
+        truncated = tokenizer(text, truncation=True, max_length=24)["input_ids"]
+        assert cut.sequence(cut.truncated[row]).tolist() == truncated
+        assert (cut.truncated[row] == first) == (cut.sequence(first).tolist() == truncated)
+    assert cut.ids.dtype == np.uint16 and cut.doc_chars.tolist() == [len(t) for _, t in corpus]
+
+
+def test_the_demo_documents_truncated_are_their_first_passages() -> None:
+    """On the demo every truncated document is token for token its first passage, so embed encodes it once."""
+    tokenizer = AutoTokenizer.from_pretrained(DEMO_MODEL)
+    corpus = list(load_corpus(ROOT / "data" / "sample").items())
+    cut = cut_documents(tokenizer, corpus, 512, 64)
+    assert cut.info["truncated_apart"] == 0
+    np.testing.assert_array_equal(cut.truncated, cut.doc_start[:-1])
+    assert len(cut.starts) == cut.info["passages"] + 1
+
+
+def test_vectors_from_ids_are_the_vectors_from_texts() -> None:
+    """The same batches (by the texts' lengths) from ids as from texts: the same bytes."""
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)
+    corpus = documents()
+    cut = cut_documents(tokenizer, corpus, 24, 4)
+    texts = [p for row, (_, text) in enumerate(corpus) for p in cut.passage_texts(row, text)]
+    embedder = load_embedder(TINY_MODEL, "mean", "fp32")
+    from_texts = encode(embedder, texts, 24, batch_size=5)
+    from_ids = encode_ids(embedder, [cut.sequence(i) for i in range(len(texts))], [len(t) for t in texts],
+                          batch_size=5)
+    assert from_ids.tobytes() == from_texts.tobytes()
+
+
+def test_a_saved_cut_loads_back_and_refuses_other_params_and_other_tokenizers(tmp_path: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)
+    cut = cut_documents(tokenizer, documents(), 24, 4)
+    out = tmp_path / "passages"
+    out.mkdir()
+    save_cut(cut, out)
+    assert is_cut(out) and not is_cut(tmp_path)
+    loaded = load_cut(out, 24, 4)
+    assert loaded.docids == cut.docids and loaded.source == out
+    for name in ("spans", "passage_doc", "ids", "starts", "truncated", "doc_chars"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(cut, name))
+    with pytest.raises(InputError, match="passage_max_len 24, overlap 4; the params say 32, 4"):
+        load_cut(out, 32, 4)
+    # A model saved again (save_pretrained rewrites the tokenizer's files) still matches; another vocabulary not.
+    resaved = tmp_path / "resaved"
+    tokenizer.save_pretrained(resaved)
+    assert tokenizer_fingerprint(AutoTokenizer.from_pretrained(resaved)) == cut.info["tokenizer"]
+    loaded.check_tokenizer(AutoTokenizer.from_pretrained(resaved), resaved)
+    other = AutoTokenizer.from_pretrained(DEMO_MODEL)
+    with pytest.raises(InputError, match="cut with another tokenizer than .*zh-mini-embedder"):
+        loaded.check_tokenizer(other, DEMO_MODEL)
+    shutil.rmtree(resaved)
