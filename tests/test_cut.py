@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS, ROOT, TINY_MODEL
+from conftest import CORPUS, ROOT, TINY_MODEL, write_params
 from transformers import AutoTokenizer
 
 from zh_retrieval.core.errors import InputError
@@ -89,3 +92,20 @@ def test_a_saved_cut_loads_back_and_refuses_other_params_and_other_tokenizers(tm
     with pytest.raises(InputError, match="cut with another tokenizer than .*zh-mini-embedder"):
         loaded.check_tokenizer(other, DEMO_MODEL)
     shutil.rmtree(resaved)
+
+
+def test_embed_refuses_passages_cut_with_another_tokenizer(tmp_path: Path, dataset_dir: Path) -> None:
+    """The cut stage's ids read by a model with another vocabulary: a clear error, exit 2, no output."""
+    params = write_params(tmp_path / "params.yaml", {"embedding.passage_max_len": 8, "long_documents.overlap": 2})
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    run = [sys.executable, "-m"]
+    cut = subprocess.run([*run, "zh_retrieval.stages.cut", str(TINY_MODEL), str(dataset_dir), str(tmp_path / "cut"),
+                          "--params", str(params)], capture_output=True, text=True, timeout=300, env=env)
+    assert cut.returncode == 0, cut.stderr[-2000:]
+    assert load_cut(tmp_path / "cut", 8, 2).docids == list(load_corpus(dataset_dir))
+    embed = subprocess.run([*run, "zh_retrieval.stages.embed", str(DEMO_MODEL), str(tmp_path / "cut"),
+                            str(tmp_path / "embeddings"), "--params", str(params)], capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert embed.returncode == 2
+    assert f"{tmp_path / 'cut'}: its passages were cut with another tokenizer than {DEMO_MODEL}'s" in embed.stderr
+    assert not (tmp_path / "embeddings").exists()
