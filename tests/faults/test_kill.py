@@ -17,8 +17,9 @@ no change, no temporary sibling or partial directory is left, `dvc status` is cl
 holds every object with the bytes its name says (`zh_retrieval.verify`, and a push to a local remote
 that `dvc status -c` finds in sync).
 Found on the way: DVC writes dvc.lock in place, so a kill while it does truncates it; the run-cache
-then restores the stages whose entries were lost (printed in the test's report), and an unreadable
-dvc.lock is restored from git.
+then restores the stages whose entries were lost (printed in the test's report), except those it
+cannot restore (check_params, whose output persists; once, the report), which run again and write
+the same bytes, and an unreadable dvc.lock is restored from git.
 """
 
 from __future__ import annotations
@@ -100,10 +101,16 @@ def recover(repo: Path, stage: str, expected_lock: dict) -> list[str]:
     if damage is not None:
         rest = dvc(repo, "repro")
         assert rest.returncode == 0, f"after killing {stage}:\n{rest.log[-3000:]}"
-        assert rest.ran() == set(), f"after killing {stage}, dvc repro ran {rest.ran()} again"
+        # Only a stage whose entry was lost may run again: one the run-cache cannot restore (check_params, whose
+        # output persists, which DVC's _can_hash refuses; the report, seen once in a fresh clone). What it writes
+        # is checked byte for byte below; a stage whose entry survived must not run at all.
+        lost = set(damage) if isinstance(damage, list) else set()
+        assert rest.ran() <= lost, f"after killing {stage}, dvc repro ran {rest.ran() - lost} again"
         restored = re.findall(r"Stage '([^']+)' is cached", rest.log)
-        repaired.append(f"dvc.lock lost {len(restored)} entries, restored from the run-cache: {', '.join(restored)}")
+        repaired.append(f"dvc.lock lost {len(damage)} entries: {len(restored)} restored from the run-cache "
+                        f"({', '.join(restored)}), {', '.join(sorted(rest.ran())) or 'none'} re-run")
     return repaired
+
 
 
 def test_every_stage_killed_at_random_moments_recovers_byte_for_byte(baseline: dict) -> None:
