@@ -16,6 +16,13 @@ corrupted object in a remote reaches a clone silently unless the remote has `ver
 killed mid-file leaves it cut short there, and the next push, which only asks whether the name exists,
 keeps it. This command reads every byte and says which path is wrong; exit 1 if any. Temporary files
 a killed transfer left (`.*.tmp`) are listed, not counted as corruption.
+
+A transfer into a local store first tries a reflink: dvc-objects creates the object's own name, asks
+for a clone (FICLONE) and unlinks the name when the filesystem refuses. A kill in between leaves an
+empty, writable file under the object's name. In the repository's cache that is harmless: DVC
+re-hashes every object that is not read-only before it trusts it (`LocalHashFileDB.check`), deletes
+it and fetches it again, so it is listed as unfinished, not counted. In a local remote DVC trusts the
+name, so there it is a problem like any other (delete it there and push again).
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DIR_SUFFIX = ".dir"
+CACHE_MODE = 0o444  # dvc-data's LocalHashFileDB.CACHE_MODE: an object DVC finished and protects
 
 
 def md5_of(path: Path) -> str:
@@ -50,6 +59,7 @@ class Findings:
     checked_objects: int = 0
     problems: list[str] = field(default_factory=list)
     temporaries: list[str] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)  # writable cache objects DVC will re-hash and replace
     read: set[Path] = field(default_factory=set)  # objects already hashed: each is read once
 
 
@@ -95,6 +105,15 @@ def check_remote_sizes(repo: Path, name: str, cache: Path, findings: Findings) -
                                          f"{name!r} (delete it there and run `dvc push` again)")
 
 
+def report_mismatch(path: Path, actual: str, findings: Findings, what: str | None, in_cache: bool) -> None:
+    """An object whose bytes do not hash to its name: unfinished if DVC itself will not trust it, else corrupted."""
+    detail = f" ({what})" if what else ""
+    if in_cache and stat.S_IMODE(path.stat().st_mode) != CACHE_MODE:
+        findings.unfinished.append(f"{path}: {path.stat().st_size:,} bytes, writable{detail}")
+        return
+    findings.problems.append(f"{path}: corrupted: its bytes hash to {actual}{detail}")
+
+
 def check_object(store: Path, md5: str, findings: Findings, what: str) -> bytes | None:
     """Whether the object named md5 exists in the store with those bytes; a .dir object's bytes are returned."""
     path = object_path(store, md5)
@@ -105,7 +124,7 @@ def check_object(store: Path, md5: str, findings: Findings, what: str) -> bytes 
     findings.read.add(path)
     actual = md5_of(path)
     if actual != md5.removesuffix(DIR_SUFFIX):
-        findings.problems.append(f"{path}: corrupted: its bytes hash to {actual} ({what})")
+        report_mismatch(path, actual, findings, what, in_cache=True)
         return None
     return path.read_bytes() if md5.endswith(DIR_SUFFIX) else b""
 
@@ -137,7 +156,7 @@ def verify_workspace(repo: Path, cache: Path, outputs: list[LockedOutput], findi
                                          f"directory's listing records ({out.stage})")
 
 
-def verify_store(store: Path, findings: Findings) -> None:
+def verify_store(store: Path, findings: Findings, in_cache: bool) -> None:
     """Every object a store holds hashes to its name (a remote holds objects no dvc.lock of ours may name)."""
     root = store / "files" / "md5"
     if store.exists() and not root.is_dir() and any(store.iterdir()):
@@ -153,7 +172,7 @@ def verify_store(store: Path, findings: Findings) -> None:
         findings.checked_objects += 1
         actual = md5_of(path)
         if actual != name.removesuffix(DIR_SUFFIX):
-            findings.problems.append(f"{path}: corrupted: its bytes hash to {actual}")
+            report_mismatch(path, actual, findings, None, in_cache)
 
 
 def main() -> None:
@@ -170,13 +189,16 @@ def main() -> None:
     findings = Findings()
     cache, outputs = locked_outputs(args.repo)
     verify_workspace(args.repo, cache, outputs, findings)
-    verify_store(cache, findings)
+    verify_store(cache, findings, in_cache=True)
     for remote in args.remote:
-        verify_store(remote, findings)
+        verify_store(remote, findings, in_cache=False)
     for name in args.remote_name:
         check_remote_sizes(args.repo, name, cache, findings)
     for temporary in findings.temporaries:
         print(f"left by an interrupted transfer (not used; `dvc gc` removes it): {temporary}")
+    for unfinished in findings.unfinished:
+        print(f"left unfinished by an interrupted transfer (DVC re-hashes it, deletes it and fetches it again "
+              f"on the next `dvc pull`): {unfinished}")
     if findings.problems:
         print("\n".join(findings.problems))
         print(f"{len(findings.problems)} problems in {findings.checked_outputs} outputs and "
