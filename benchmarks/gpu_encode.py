@@ -5,9 +5,10 @@
     python benchmarks/gpu_encode.py --device cpu --layers 2 --hidden 64 --tokens 64 --texts 16 --repeats 1  # plumbing
 
 A random BERT-base (12 layers, hidden 768, 512 positions) encodes full 512-token texts through
-this project's encoder (`encode.encode`: tokenizer, fp32 weights under bf16 autocast,
-length-sorted batches), then its parts alone: the tokenizer, the autocast forward pass on ready
-token ids, and a forward pass in bf16 weights; one text costs
+`embed`'s path (`encode.encode_ids`: the cut's token ids padded in NumPy by a worker thread,
+pinned, copied without blocking, bf16 weights on a GPU), through the text path (`encode.encode`:
+the tokenizer in the loop), then parts alone: the tokenizer, the forward pass on ready ids under
+bf16 autocast over fp32 weights (the GPU path before), and in bf16 weights; one text costs
 
     layers * tokens * (24 * hidden^2 + 4 * tokens * hidden) = 96.6 GFLOP
 
@@ -25,12 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from zh_retrieval.retrieval.encode import encode, load_embedder  # noqa: E402
+from zh_retrieval.retrieval.encode import encode, encode_ids, load_embedder  # noqa: E402
 
 LAYERS, HIDDEN, TOKENS = 12, 768, 512
 
@@ -106,7 +108,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp) / "model", args.layers, args.hidden, tokens)
-        embedder = load_embedder(model_dir, "cls", "bf16", device)
+        embedder = load_embedder(model_dir, "cls", "bf16", device)  # what embed loads: bf16 weights on a GPU
+        autocast = load_embedder(model_dir, "cls", "bf16", device, bf16_weights=False)
     # One character per token: each text fills every position once the tokenizer adds CLS and SEP.
     vocab = [t for t in embedder.tokenizer.get_vocab() if len(t) == 1 and "\u4e00" <= t <= "\u9fff"]
     texts = ["".join(vocab[(i * 7 + j) % len(vocab)] for j in range(tokens)) for i in range(args.texts)]
@@ -118,12 +121,10 @@ def main() -> None:
           f"{matmul:.0f} TFLOP/s measured on an 8192^3 matrix product")
     print(f"{'path':<30} {'batch':>5} {'texts/s':>9} {'TFLOP/s':>8} {'% peak':>7} {'% matmul':>8}")
 
-    # A separate copy: converting embedder.model itself would leave encode.encode running on bf16
-    # weights instead of the fp32 weights under bf16 autocast that the pipeline uses.
-    # A separate copy: converting embedder.model itself would leave encode.encode running on bf16
-    # weights instead of the fp32 weights under bf16 autocast that the pipeline uses.
-    bare = copy.deepcopy(embedder.model).to(torch.bfloat16)
+    bare = copy.deepcopy(autocast.model).to(torch.bfloat16)  # bf16 weights on a CPU too, for the plumbing check
     ids = torch.randint(1000, 2000, (max(args.batch_sizes), tokens), device=device)
+    sequences = [row for row in embedder.tokenizer(texts, truncation=True, max_length=tokens, return_tensors="np",
+                                                   return_attention_mask=False)["input_ids"].astype(np.uint16)]
 
     def tokenize_only(batch_size: int) -> None:
         for start in range(0, len(texts), batch_size):
@@ -132,13 +133,15 @@ def main() -> None:
 
     def autocast_forward(batch_size: int) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            embedder.model(input_ids=ids[:batch_size])
+            autocast.model(input_ids=ids[:batch_size])
 
+    embed_path = f"embed: ids, {'bf16 weights' if embedder.bf16_weights else 'autocast'}"
     for batch_size in args.batch_sizes:
-        # What encode.encode does, then its parts: the tokenizer alone (CPU), the pipeline's
-        # forward pass (fp32 weights, bf16 autocast) on ready ids, and a forward in bf16 weights.
+        # embed's path, the text path, then parts: the tokenizer alone (CPU), the forward pass on
+        # ready ids under autocast over fp32 weights, and in bf16 weights.
         for path, run, count in (
-            ("encode.encode (tokenize+bf16)", lambda: encode(embedder, texts, tokens, batch_size), len(texts)),
+            (embed_path, lambda: encode_ids(embedder, sequences, [tokens] * len(sequences), batch_size), len(texts)),
+            ("encode.encode (tokenizer)", lambda: encode(embedder, texts, tokens, batch_size), len(texts)),
             ("tokenizer alone (CPU)", lambda: tokenize_only(batch_size), len(texts)),
             ("forward, bf16 autocast", lambda: autocast_forward(batch_size), batch_size),
             ("forward, bf16 weights", lambda: bare(input_ids=ids[:batch_size]), batch_size),

@@ -4,6 +4,7 @@
     python benchmarks/scale.py --documents 2000         # a quick look
     python benchmarks/scale.py --documents 300 --train-queries 100 --test-queries 20   # what the test runs
     python benchmarks/scale.py --keep /some/dir         # keep the generated data there (~3 GB per 200k)
+    python benchmarks/scale.py --documents 200000 --only prepare cut mine-cutting mine   # mine, before and after
 
 A synthetic dataset in MLDR's layout is generated into a temporary directory, never committed:
 documents of 2,000-6,500 (mean ~4,250) characters strung from jieba's dictionary words drawn by
@@ -16,8 +17,11 @@ GPU job; benchmarks/gpu_encode.py). Each stage runs in its own process, as DVC r
 
     prepare          python -m zh_retrieval.stages.prepare (validates everything, writes the query files)
     evaluate_bm25    python -m zh_retrieval.stages.evaluate_bm25: jieba over the whole corpus, index, 800 queries
-    mine             mining.miner.mine_with_vectors: BM25 passage positives, exact MaxP search of
-                     10,000 queries over every passage, guard, train.jsonl
+    cut              python -m zh_retrieval.stages.cut: every document cut into passages and tokenized once
+    mine-cutting     mining.miner.mine_with_vectors without the cut: BM25 passage positives, exact MaxP
+                     search of 10,000 queries over every passage, guard, train.jsonl, and the passages of the
+                     documents it takes texts from cut again (what mine did before the cut stage)
+    mine             the same reading the passages' spans from `cut`, as the pipeline's mine does
     mine's search with guard: truncated
                      retrieval.search.search (faiss, exact): the 10,000 queries over the document
                      vectors, 1,000 deep, which `mine.guard: truncated` searches instead of the passages
@@ -181,7 +185,8 @@ def run_child(args: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 2**20
 
 
-def stage_mine(work: Path) -> None:
+def stage_mine(work: Path, cut_dir: Path | None, name: str) -> None:
+    """mine from the query vectors on, into work/NAME (the training rows) and work/metrics/NAME.json."""
     from zh_retrieval.core.params import load_params
     from zh_retrieval.data.mldr import load_corpus
     from zh_retrieval.data.prepared import read_train_queries
@@ -193,8 +198,8 @@ def stage_mine(work: Path) -> None:
     corpus = load_corpus(work / "dataset")
     check_corpus_size(corpus, queries, params.mine, params.path)
     stats = mine_with_vectors(TOKENIZER, work / "embeddings", corpus, queries,
-                              np.load(work / "embeddings" / "queries-train.npy"), work / "mined", params)
-    (work / "metrics" / "mine.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
+                              np.load(work / "embeddings" / "queries-train.npy"), work / name, params, cut_dir)
+    (work / "metrics" / f"{name}.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
 
 
 def stage_document_search(work: Path) -> None:
@@ -238,9 +243,10 @@ def stage_generate(work: Path, documents: int, train_queries: int, test_queries:
     (work / "metrics").mkdir()
 
 
-def run_size(documents: int, work: Path, train_queries: int = TRAIN_QUERIES, test_queries: int = TEST_QUERIES
-             ) -> list[tuple[str, float, float]]:
-    """Generate a dataset of `documents` under `work` and run every stage on it: (stage, seconds, GiB)."""
+def run_size(documents: int, work: Path, train_queries: int = TRAIN_QUERIES, test_queries: int = TEST_QUERIES,
+             only: list[str] | None = None) -> list[tuple[str, float, float]]:
+    """Generate a dataset of `documents` under `work` and run every stage (or those named in `only`, each given
+    what it reads) on it: (stage, seconds, GiB)."""
     dataset, params = work / "dataset", work / "params.yaml"
     me = [str(Path(__file__).resolve())]
     # Generated in a child too: a child's peak RSS starts from its parent's (Linux carries the
@@ -256,6 +262,9 @@ def run_size(documents: int, work: Path, train_queries: int = TRAIN_QUERIES, tes
                      "--params", str(params)]),
         ("evaluate_bm25", ["-m", "zh_retrieval.stages.evaluate_bm25", str(dataset), str(work / "prepared"),
                            str(work / "eval" / "bm25"), str(work / "metrics"), "--params", str(params)]),
+        ("cut", ["-m", "zh_retrieval.stages.cut", str(TOKENIZER), str(dataset), str(work / "passages"),
+                 "--params", str(params)]),
+        ("mine-cutting", [*me, "--stage", "mine-cutting", str(work)]),
         ("mine", [*me, "--stage", "mine", str(work)]),
         ("mine's search with guard: truncated", [*me, "--stage", "document-search", str(work)]),
         ("evaluate base (MaxP)", [*me, "--stage", "evaluate-base", str(work)]),
@@ -268,13 +277,16 @@ def run_size(documents: int, work: Path, train_queries: int = TRAIN_QUERIES, tes
     ]
     results = []
     for name, args in stages:
+        if only is not None and name.split(" ")[0] not in only:
+            continue
         seconds, gib = run_child(args)
         results.append((name, seconds, gib))
         print(f"  {name:<28} {seconds:8.1f} s {gib:8.2f} GiB", flush=True)
-    bm25 = json.loads((work / "metrics" / "test" / "bm25.json").read_text(encoding="utf-8"))
-    mine = json.loads((work / "metrics" / "mine.json").read_text(encoding="utf-8"))
-    print(f"  (BM25 nDCG@10 {bm25['ndcg_at_10']:.3f}; mine: {mine['queries_without_hard']} of "
-          f"{train_queries:,} queries without a hard negative)", flush=True)
+    if only is None:
+        bm25 = json.loads((work / "metrics" / "test" / "bm25.json").read_text(encoding="utf-8"))
+        mine = json.loads((work / "metrics" / "mined.json").read_text(encoding="utf-8"))
+        print(f"  (BM25 nDCG@10 {bm25['ndcg_at_10']:.3f}; mine: {mine['queries_without_hard']} of "
+              f"{train_queries:,} queries without a hard negative)", flush=True)
     return results
 
 
@@ -284,6 +296,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="generate into this directory and leave it there")
     parser.add_argument("--train-queries", type=int, default=TRAIN_QUERIES)
     parser.add_argument("--test-queries", type=int, default=TEST_QUERIES)
+    parser.add_argument("--only", nargs="+", choices=[
+        "prepare", "evaluate_bm25", "cut", "mine-cutting", "mine", "mine's", "evaluate", "evaluate_hybrid", "report"],
+        help="run just these stages (first words of their names), in the table's order; each needs what it reads: "
+             "mine-cutting and mine need prepare, mine needs cut, evaluate_hybrid needs evaluate_bm25 and evaluate")
     parser.add_argument("--stage", nargs="+", help=argparse.SUPPRESS)  # a child's job: STAGE WORK [DOCUMENTS]
     args = parser.parse_args()
     if args.stage:
@@ -291,7 +307,9 @@ def main() -> None:
         if name == "generate":
             stage_generate(work, *(int(n) for n in args.stage[2:5]))
         elif name == "mine":
-            stage_mine(work)
+            stage_mine(work, work / "passages", "mined")
+        elif name == "mine-cutting":
+            stage_mine(work, None, "mined-cutting")
         elif name == "document-search":
             stage_document_search(work)
         else:
@@ -303,11 +321,11 @@ def main() -> None:
         if args.keep:
             work = args.keep / f"scale-{documents}"
             shutil.rmtree(work, ignore_errors=True)
-            table[documents] = run_size(documents, work, args.train_queries, args.test_queries)
+            table[documents] = run_size(documents, work, args.train_queries, args.test_queries, args.only)
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 table[documents] = run_size(documents, Path(tmp) / f"scale-{documents}", args.train_queries,
-                                            args.test_queries)
+                                            args.test_queries, args.only)
     print("\n| stage | " + " | ".join(f"{n:,} documents: s / peak GiB" for n in table) + " |")
     print("|---|" + "---|" * len(table))
     for i, (name, _, _) in enumerate(next(iter(table.values()))):

@@ -19,8 +19,8 @@ def test_scale_benchmark_runs_every_stage_on_a_small_synthetic_corpus(tmp_path: 
         capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout.split("| stage |", 1)[1]
-    for stage in ("prepare", "evaluate_bm25", "mine", "mine's search with guard: truncated", "evaluate base (MaxP)",
-                  "evaluate_hybrid", "report"):
+    for stage in ("prepare", "evaluate_bm25", "cut", "mine-cutting", "mine", "mine's search with guard: truncated",
+                  "evaluate base (MaxP)", "evaluate_hybrid", "report"):
         assert f"| {stage} |" in table
     work = tmp_path / "scale-150"
     # The dataset is in MLDR's layout, ~4,250 characters a document, and embed's files agree with it.
@@ -31,6 +31,8 @@ def test_scale_benchmark_runs_every_stage_on_a_small_synthetic_corpus(tmp_path: 
     assert len(np.unique(passage_doc)) == 150 and len(passage_doc) > 1_000
     mined = [json.loads(line) for line in (work / "mined" / "train.jsonl").open(encoding="utf-8")]
     assert len(mined) == 50 and all(len(row["neg"]) == 7 for row in mined)
+    # Reading the cut's spans gives the rows cutting again gave.
+    assert (work / "mined" / "train.jsonl").read_bytes() == (work / "mined-cutting" / "train.jsonl").read_bytes()
     assert json.loads((work / "metrics" / "test" / "bm25.json").read_text())["num_corpus"] == 150
     assert json.loads((work / "metrics" / "dev" / "base.json").read_text())["num_queries"] == 5
     assert (work / "report.md").read_text(encoding="utf-8").startswith("# Results")
@@ -45,7 +47,8 @@ def run_benchmark(script: str, *args: str) -> str:
 
 # The quick modes below keep every benchmark the docs name running, on the tiny model and little
 # data: their figures come from full runs (docs/speed-and-memory.md). benchmarks/gpu_suite.sh only
-# runs gpu_encode.py, gpu_train.py and scripts/gpu_smoke.py (the pipeline on CUDA) one after another.
+# runs gpu_encode.py, bf16_weights.py, gpu_train.py and scripts/gpu_smoke.py (the pipeline on CUDA) one
+# after another.
 
 
 def test_encode_benchmark_compares_the_three_encoders() -> None:
@@ -90,3 +93,12 @@ def test_feed_benchmark_times_the_three_feeds_on_full_passages() -> None:
              if line.endswith("passages/s")}
     assert set(rates) == {"tokenizer padding", "tokenizer + NumPy padding", "token ids + NumPy padding"}
     assert min(rates.values()) > 0
+
+
+def test_bf16_weights_benchmark_prints_both_bf16_paths_against_fp32() -> None:
+    out = run_benchmark("bf16_weights.py", "--device", "cpu", "--model", str(ROOT / "models" / "zh-mini-embedder"),
+                        "--texts", "16")
+    rows = {line[28:42].strip(): [float(v) for v in line[42:].split()] for line in out.splitlines()
+            if line.startswith("zh-mini-embedder")}
+    assert set(rows) == {"bf16 autocast", "bf16 weights"}, out
+    assert all(0.99 < low <= p1 <= mean <= 1.0001 for low, p1, mean in rows.values()), out

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import CORPUS, ROOT, TINY_MODEL, write_params
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from zh_retrieval.core.errors import InputError
 from zh_retrieval.data.cut import cut_documents, is_cut, load_cut, save_cut, tokenizer_fingerprint
@@ -45,6 +45,58 @@ def test_passages_and_their_ids_are_what_the_text_path_cuts_and_tokenizes() -> N
         assert cut.sequence(cut.truncated[row]).tolist() == truncated
         assert (cut.truncated[row] == first) == (cut.sequence(first).tolist() == truncated)
     assert cut.ids.dtype == np.uint16 and cut.doc_chars.tolist() == [len(t) for _, t in corpus]
+
+
+def odd_documents() -> list[tuple[str, str]]:
+    """Latin words that windows start inside, characters BERT's normaliser drops, splits or strips (control and
+    zero-width, ligatures, dotted capital I, combining accents), a word past WordPiece's 100 characters, emoji."""
+    pieces = ["internationalization", "İstanbul", "ﬁnance", "café", "naïve", "  ", "\t", "\u200b", "\x07", "1234567",
+              "🙂", "中文", "测试", "，", "。", "Hello", "WORLD", "e\u0301", "ǅ", "ß", "x" * 120, "ab-cd", "[SEP]",
+              "##ing", "unbelievably"]
+    return [(f"odd-{i}", "".join(pieces[(i * 7 + j * j) % len(pieces)] + " " * (j % 2) for j in range(40 + 9 * i)))
+            for i in range(24)] + [("empty", ""), ("blank", "   ")]
+
+
+def word_level_tokenizer() -> PreTrainedTokenizerBase:
+    """Not BERT's: words split on whitespace and punctuation, looked up whole, [CLS] ... [SEP] around them."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = {word for _, text in odd_documents() for word in pre_tokenizers.Whitespace().pre_tokenize_str(text)}
+    vocab = {token: i for i, token in enumerate(["[UNK]", "[CLS]", "[SEP]", "[PAD]", *sorted(w for w, _ in words)])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                           special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", pad_token="[PAD]")
+
+
+@pytest.mark.parametrize("kind", ["bert", "word-level"])
+def test_each_passages_ids_are_its_text_tokenized_on_odd_text(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BERT's windows come from the document's own tokens wherever that gives what tokenizing the passage gives,
+    and are tokenized again elsewhere; any other tokenizer tokenizes every passage. Either way, each passage's
+    ids are its text tokenized with truncation, and the document truncated is its own tokens truncated."""
+    from zh_retrieval.data import cut as cut_module
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL) if kind == "bert" else word_level_tokenizer()
+    assert (cut_module.wordpiece_specials(tokenizer) is not None) == (kind == "bert")
+    sliced = []
+    decide = cut_module.slice_is_retokenized
+    monkeypatch.setattr(cut_module, "slice_is_retokenized", lambda *args: sliced.append(decide(*args)) or sliced[-1])
+    corpus = odd_documents()
+    cut = cut_documents(tokenizer, corpus, 16, 4)
+    if kind == "bert":
+        assert sliced.count(True) > 100 and sliced.count(False) > 100, "both ways taken"
+    for row, (_, text) in enumerate(corpus):
+        first = cut.doc_start[row]
+        for index, passage in enumerate(cut.passage_texts(row, text)):
+            assert cut.sequence(first + index).tolist() == tokenizer(passage, truncation=True, max_length=16)[
+                "input_ids"], (row, index, passage)
+        truncated = tokenizer(text, truncation=True, max_length=16)["input_ids"]
+        assert cut.sequence(cut.truncated[row]).tolist() == truncated
+    assert cut.passage_texts(len(corpus) - 2, "") == [""] and cut.sequence(cut.doc_start[len(corpus) - 2]).tolist() \
+        == tokenizer("")["input_ids"]
 
 
 def test_the_demo_documents_truncated_are_their_first_passages() -> None:

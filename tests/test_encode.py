@@ -6,17 +6,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CORPUS, TINY_MODEL
+from conftest import CORPUS, ROOT, TINY_MODEL
 
 from zh_retrieval.core.errors import InputError
 from zh_retrieval.core.files import check_model_dir
 from zh_retrieval.retrieval.encode import (
+    BF16_WEIGHTS_MIN_COSINE,
     encode,
     length_sorted_batches,
     load_embedder,
     pad_batch,
     pool,
     resolve_precision,
+    uses_bf16_weights,
     with_instruction,
 )
 
@@ -102,3 +104,23 @@ def test_numpy_padding_gives_the_tokenizers_own_arrays(side: str) -> None:
 
 def test_the_encoder_runs_sdpa_attention() -> None:
     assert load_embedder(TINY_MODEL, "mean").model.config._attn_implementation == "sdpa"
+
+
+def test_bf16_weights_on_a_gpu_keep_every_vector_within_the_bound_of_fp32() -> None:
+    """A GPU encodes bf16 in bf16 weights; a CPU keeps autocast over fp32 weights (the demo's outputs). The demo's
+    base model in bf16 weights, on the sample's longest passages: every cosine to fp32 at the bound or above."""
+    from zh_retrieval.data.mldr import iter_corpus
+
+    assert uses_bf16_weights("bf16", torch.device("cuda")) and uses_bf16_weights("bf16", torch.device("cuda:1"))
+    assert not uses_bf16_weights("bf16", torch.device("cpu")) and not uses_bf16_weights("fp16", torch.device("cuda"))
+    demo = ROOT / "models" / "zh-mini-embedder"
+    on_cpu = load_embedder(demo, "mean", "bf16", torch.device("cpu"))
+    assert not on_cpu.bf16_weights and next(on_cpu.model.parameters()).dtype == torch.float32
+    weights = load_embedder(demo, "mean", "bf16", torch.device("cpu"), bf16_weights=True)
+    assert next(weights.model.parameters()).dtype == torch.bfloat16
+    texts = sorted((text for _, text in iter_corpus(ROOT / "data" / "sample")), key=len)[-64:]
+    fp32 = encode(load_embedder(demo, "mean", "fp32"), texts, 512)
+    cosines = np.sum(encode(weights, texts, 512) * fp32, axis=1)
+    assert cosines.min() >= BF16_WEIGHTS_MIN_COSINE, sorted(cosines)[:5]
+    with pytest.raises(ValueError, match="bf16 weights"):
+        load_embedder(demo, "mean", "fp32", bf16_weights=True)

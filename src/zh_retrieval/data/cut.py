@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Encoding, Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 from zh_retrieval.core.errors import InputError
 from zh_retrieval.core.files import write_json
-from zh_retrieval.data.passages import SPLIT_BATCH, window_spans
+from zh_retrieval.data.passages import SPLIT_BATCH, window_ranges, window_spans
 
 DOCIDS, SPANS, PASSAGE_DOC, IDS, STARTS, TRUNCATED, DOC_CHARS, INFO = (
     "docids.txt", "spans.npy", "passage_doc.npy", "ids.npy", "starts.npy", "truncated.npy", "doc_chars.npy",
@@ -83,43 +84,138 @@ class Cut:
                              f"than {model_dir}'s", fix="re-run the cut stage with this model's tokenizer")
 
 
+def flat_ids(sequences: list[list[int]], dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """(every id of `sequences` end to end, each one's length): a batch's ids leave Python lists at once, since
+    MLDR zh's ~1 G ids would take tens of GiB as Python ints."""
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    ids = np.fromiter((i for s in sequences for i in s), dtype=dtype, count=int(lengths.sum()))
+    return ids, lengths
+
+
+class TokenOffsets:
+    """A tokenized text's character offsets, read from its Encoding one token at a time: `window_spans` reads only
+    each window's ends, where converting every offset to Python (~850 M on MLDR zh) took most of the time."""
+
+    def __init__(self, encoding: Encoding) -> None:
+        self.encoding = encoding
+
+    def __len__(self) -> int:
+        return len(self.encoding)
+
+    def __getitem__(self, token: int) -> tuple[int, int]:
+        return self.encoding.token_to_chars(token)
+
+
+def backend_tokenizers(tokenizer: PreTrainedTokenizerBase, max_length: int) -> tuple[Tokenizer, Tokenizer]:
+    """Copies of the fast tokenizer's Rust backend: one without truncation (a whole document's tokens and offsets),
+    one truncating at max_length with the specials added, as `tokenizer(..., truncation=True, max_length=...)`
+    sets it up. Called directly, they skip transformers' conversion of every id, mask and offset to Python."""
+    whole = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    whole.no_truncation()
+    whole.no_padding()
+    capped = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    capped.no_padding()
+    capped.enable_truncation(max_length, stride=0, strategy="longest_first", direction=tokenizer.truncation_side)
+    return whole, capped
+
+
+def wordpiece_specials(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int] | None:
+    """([CLS], [SEP]) where the tokenizer is BERT's (WordPiece after BERT's normaliser and pre-tokeniser, one
+    sequence wrapped as [CLS] ... [SEP]): there a window of a document's tokens is, with the exceptions
+    `slice_is_retokenized` admits, exactly what tokenizing its text gives. None for any other tokenizer."""
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    kinds = tuple((backend.get(part) or {}).get("type") for part in ("normalizer", "pre_tokenizer", "model"))
+    if kinds != ("BertNormalizer", "BertPreTokenizer", "WordPiece"):
+        return None
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    if cls is None or sep is None or tokenizer.build_inputs_with_special_tokens([7]) != [cls, 7, sep]:
+        return None
+    return cls, sep
+
+
+def slice_is_retokenized(encoding: Encoding, start: int, end: int) -> bool:
+    """Whether tokens [start, end) of a text are what its characters from token start's to token end - 1's give
+    when tokenized alone (specials apart), for BERT's tokenizer. Normalising and splitting into words look at
+    one character at a time, and WordPiece matches the longest vocabulary prefix of each word, left to right:
+    a window that ends inside a word ends on a piece of it that the shorter word also begins with. A window
+    that starts inside a word starts on a "##" piece, which the word cut there does not; and where two
+    tokens share a character (one character normalised into two), the span takes both. So: the first token
+    starts a word, and neither end shares a character with the token beside it."""
+    if start > 0:
+        if encoding.token_to_word(start) == encoding.token_to_word(start - 1):
+            return False
+        if encoding.token_to_chars(start - 1)[1] > encoding.token_to_chars(start)[0]:
+            return False
+    if end < len(encoding):
+        if encoding.token_to_chars(end - 1)[1] > encoding.token_to_chars(end)[0]:
+            return False
+    return True
+
+
+def passage_ids(encodings: Sequence[Encoding], texts: Sequence[str], ranges: Sequence[list[tuple[int, int]]],
+                spans: Sequence[list[tuple[int, int]]], capped: Tokenizer, specials: tuple[int, int] | None
+                ) -> list[list[int]]:
+    """Each passage's ids, specials included, as `capped` tokenizes its text: for BERT's tokenizer the window of
+    the document's own tokens wherever `slice_is_retokenized` says that is the same (nearly every window; a
+    third of the tokenizing otherwise), the text tokenized again where not, or for any other tokenizer."""
+    out: list[list[int] | None] = []
+    again: list[tuple[int, str]] = []
+    for encoding, text, doc_ranges, doc_spans in zip(encodings, texts, ranges, spans, strict=True):
+        ids = encoding.ids if specials is not None else None
+        for (start, end), (first, last) in zip(doc_ranges, doc_spans, strict=True):
+            if ids is not None and slice_is_retokenized(encoding, start, end):
+                out.append([specials[0], *ids[start:end], specials[1]])
+            else:
+                again.append((len(out), text[first:last]))
+                out.append(None)
+    for (row, _), encoding in zip(again, capped.encode_batch([piece for _, piece in again]), strict=True):
+        out[row] = encoding.ids
+    return out
+
+
 def cut_documents(tokenizer: PreTrainedTokenizerBase, corpus: Sequence[tuple[str, str]], passage_max_len: int,
                   overlap: int) -> Cut:
-    """Cut every (docid, text) into passages and tokenize each passage, SPLIT_BATCH texts a tokenizer call (the
-    fast tokenizer runs a batch on every core)."""
+    """Cut every (docid, text) into passages and tokenize each passage, SPLIT_BATCH texts a call: the Rust
+    tokenizer runs a batch on every core, each document is tokenized once, and only the ids kept and the
+    windows' ends come back to Python."""
     window = passage_max_len - tokenizer.num_special_tokens_to_add(pair=False)
+    dtype = np.uint16 if len(tokenizer) <= 2**16 else np.uint32
+    whole, capped = backend_tokenizers(tokenizer, passage_max_len)
+    specials = wordpiece_specials(tokenizer)
     spans: list[tuple[int, int]] = []
     owners: list[int] = []
-    sequences: list[list[int]] = []
+    ids_of_batches: list[np.ndarray] = []  # per batch, flat
+    lengths_of_batches: list[np.ndarray] = []
     extra: list[list[int]] = []  # truncated documents whose ids differ from their first passage's
     truncated_of: list[int] = []  # per document: its passage-0 sequence, or -(1 + index into extra)
+    passages = 0
     for begin in range(0, len(corpus), SPLIT_BATCH):
         texts = [text for _, text in corpus[begin : begin + SPLIT_BATCH]]
-        whole = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
-                          verbose=False)
-        truncated = tokenizer(texts, truncation=True, max_length=passage_max_len, verbose=False)["input_ids"]
-        batch_spans = [window_spans(offsets, len(text), window, overlap)
-                       for text, offsets in zip(texts, whole["offset_mapping"])]
-        pieces = [text[start:end] for text, doc_spans in zip(texts, batch_spans) for start, end in doc_spans]
-        piece_ids = tokenizer(pieces, truncation=True, max_length=passage_max_len, verbose=False)["input_ids"]
+        encodings = whole.encode_batch(texts, add_special_tokens=False)
+        # Truncation and specials on the tokens already there: what tokenizing with truncation gives.
+        truncated = [capped.post_process(encoding).ids for encoding in encodings]
+        batch_ranges = [window_ranges(len(encoding), window, overlap) for encoding in encodings]
+        batch_spans = [window_spans(TokenOffsets(encoding), len(text), window, overlap)
+                       for text, encoding in zip(texts, encodings)]
+        piece_ids = passage_ids(encodings, texts, batch_ranges, batch_spans, capped, specials)
         position = 0
         for offset, (doc_spans, doc_truncated) in enumerate(zip(batch_spans, truncated)):
-            first = len(sequences) + position
             if piece_ids[position] == doc_truncated:
-                truncated_of.append(first)
+                truncated_of.append(passages + position)
             else:
                 truncated_of.append(-1 - len(extra))
                 extra.append(doc_truncated)
             owners.extend([begin + offset] * len(doc_spans))
             spans.extend(doc_spans)
             position += len(doc_spans)
-        sequences.extend(piece_ids)
-    passages = len(sequences)
+        ids, lengths = flat_ids(piece_ids, dtype)
+        ids_of_batches.append(ids)
+        lengths_of_batches.append(lengths)
+        passages += len(piece_ids)
     truncated_rows = np.array([t if t >= 0 else passages - 1 - t for t in truncated_of], dtype=np.int64)
-    everything = sequences + extra
-    dtype = np.uint16 if len(tokenizer) <= 2**16 else np.uint32
-    lengths = np.array([len(s) for s in everything], dtype=np.int64)
-    ids = np.fromiter((i for s in everything for i in s), dtype=dtype, count=int(lengths.sum()))
+    extra_ids, extra_lengths = flat_ids(extra, dtype)
+    ids = np.concatenate([*ids_of_batches, extra_ids])
+    lengths = np.concatenate([*lengths_of_batches, extra_lengths])
     info = {"tokenizer": tokenizer_fingerprint(tokenizer), "passage_max_len": passage_max_len, "overlap": overlap,
             "documents": len(corpus), "passages": passages, "truncated_apart": len(extra), "dtype": str(ids.dtype)}
     return Cut([docid for docid, _ in corpus], np.array(spans, dtype=np.int64).reshape(-1, 2),

@@ -56,15 +56,24 @@ def _cut(text: str, offsets: list[tuple[int, int]], window: int, overlap: int) -
     return [text[start:end] for start, end in window_spans(offsets, len(text), window, overlap)]
 
 
-def window_spans(offsets: list[tuple[int, int]], text_length: int, window: int, overlap: int) -> list[tuple[int, int]]:
-    """The character spans of a text's passages: windows of `window` tokens, `overlap` shared by neighbours,
-    from the tokens' character offsets; the whole text where it fits one window."""
+def window_ranges(tokens: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """The token ranges [start, end) of a text's passages: windows of `window` tokens, `overlap` shared by
+    neighbours; one range of everything where the text fits one window."""
+    if tokens <= window:
+        return [(0, tokens)]
+    ranges = []
+    for start in range(0, tokens, window - overlap):
+        end = min(start + window, tokens)
+        ranges.append((start, end))
+        if end == tokens:
+            break
+    return ranges
+
+
+def window_spans(offsets: Sequence[tuple[int, int]], text_length: int, window: int, overlap: int
+                 ) -> list[tuple[int, int]]:
+    """The character spans of a text's passages (`window_ranges`), from the tokens' character offsets; the whole
+    text where it fits one window."""
     if len(offsets) <= window:
         return [(0, text_length)]
-    spans = []
-    for start in range(0, len(offsets), window - overlap):
-        end = min(start + window, len(offsets))
-        spans.append((offsets[start][0], offsets[end - 1][1]))
-        if end == len(offsets):
-            break
-    return spans
+    return [(offsets[start][0], offsets[end - 1][1]) for start, end in window_ranges(len(offsets), window, overlap)]

@@ -31,6 +31,7 @@ class Embedder:
     pooling: str  # "cls" or "mean"
     device: torch.device
     precision: str  # "fp32", "fp16" or "bf16"
+    bf16_weights: bool = False  # the weights themselves in bf16 (no autocast): a GPU's bf16 path
 
 
 def visible_devices() -> list[str]:
@@ -59,11 +60,27 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
-def load_embedder(model_dir: Path, pooling: str, precision: str = "fp32", device: torch.device | None = None
-                  ) -> Embedder:
+# bf16 weights must keep every vector this close to fp32's (benchmarks/bf16_weights.py measures it).
+BF16_WEIGHTS_MIN_COSINE = 0.9999
+
+
+def uses_bf16_weights(precision: str, device: torch.device) -> bool:
+    """bf16 on a GPU: the weights in bf16. On a CPU, bf16 autocast over fp32 weights, as before."""
+    return precision == "bf16" and device.type == "cuda"
+
+
+def load_embedder(model_dir: Path, pooling: str, precision: str = "fp32", device: torch.device | None = None,
+                  bf16_weights: bool | None = None) -> Embedder:
+    """The model on `device`. bf16 there means bf16 weights on a GPU, where the forward pass then reaches ~43%
+    of the card's peak instead of autocast's 33-35% (docs/speed-and-memory.md), and bf16 autocast over fp32
+    weights on a CPU, whose demo outputs stay those of before; `bf16_weights` overrides the choice."""
     check_model_dir(model_dir)
     device = device or torch.device(visible_devices()[0])
     precision = resolve_precision(precision, device)
+    if bf16_weights is None:
+        bf16_weights = uses_bf16_weights(precision, device)
+    if bf16_weights and precision != "bf16":
+        raise ValueError(f"bf16 weights with precision {precision}")
     if precision == "fp16" and device.type != "cuda":
         raise InputError(model_dir, "fp16 needs a GPU", fix="use precision fp32 or bf16 on a CPU")
     try:
@@ -74,7 +91,10 @@ def load_embedder(model_dir: Path, pooling: str, precision: str = "fp32", device
     except (OSError, ValueError) as error:
         raise InputError(model_dir, f"cannot load the model: {error}") from None
     model.eval().to(device)
-    return Embedder(model=model, tokenizer=tokenizer, pooling=pooling, device=device, precision=precision)
+    if bf16_weights:
+        model.to(torch.bfloat16)
+    return Embedder(model=model, tokenizer=tokenizer, pooling=pooling, device=device, precision=precision,
+                    bf16_weights=bf16_weights)
 
 
 def pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor, method: str) -> torch.Tensor:
@@ -88,7 +108,7 @@ def pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor, method: 
 
 
 def _autocast(embedder: Embedder) -> contextlib.AbstractContextManager:
-    if embedder.precision == "fp32":
+    if embedder.precision == "fp32" or embedder.bf16_weights:
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if embedder.precision == "bf16" else torch.float16
     return torch.autocast(device_type=embedder.device.type, dtype=dtype)
