@@ -109,6 +109,20 @@ def test_the_demo_documents_truncated_are_their_first_passages() -> None:
     assert len(cut.starts) == cut.info["passages"] + 1
 
 
+def test_a_tokenizer_truncating_on_the_left_keeps_its_truncated_documents_apart() -> None:
+    """Where truncation keeps a document's end, its truncated ids are not its first passage's: they are stored after
+    the passages, as the tokenizer's own truncation gives them."""
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL, truncation_side="left")
+    corpus = documents()
+    cut = cut_documents(tokenizer, corpus, 24, 4)
+    long_documents = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) > 22 for _, text in corpus)
+    assert long_documents > 5 and cut.info["truncated_apart"] == long_documents
+    for row, (_, text) in enumerate(corpus):
+        truncated = tokenizer(text, truncation=True, max_length=24)["input_ids"]
+        assert cut.sequence(cut.truncated[row]).tolist() == truncated
+        assert (cut.truncated[row] >= cut.info["passages"]) == (cut.sequence(cut.doc_start[row]).tolist() != truncated)
+
+
 def test_vectors_from_ids_are_the_vectors_from_texts() -> None:
     """The same batches (by the texts' lengths) from ids as from texts: the same bytes."""
     tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)

@@ -84,14 +84,6 @@ class Cut:
                              f"than {model_dir}'s", fix="re-run the cut stage with this model's tokenizer")
 
 
-def flat_ids(sequences: list[list[int]], dtype: type) -> tuple[np.ndarray, np.ndarray]:
-    """(every id of `sequences` end to end, each one's length): a batch's ids leave Python lists at once, since
-    MLDR zh's ~1 G ids would take tens of GiB as Python ints."""
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-    ids = np.fromiter((i for s in sequences for i in s), dtype=dtype, count=int(lengths.sum()))
-    return ids, lengths
-
-
 class TokenOffsets:
     """A tokenized text's character offsets, read from its Encoding one token at a time: `window_spans` reads only
     each window's ends, where converting every offset to Python (~850 M on MLDR zh) took most of the time."""
@@ -152,70 +144,86 @@ def slice_is_retokenized(encoding: Encoding, start: int, end: int) -> bool:
     return True
 
 
-def passage_ids(encodings: Sequence[Encoding], texts: Sequence[str], ranges: Sequence[list[tuple[int, int]]],
-                spans: Sequence[list[tuple[int, int]]], capped: Tokenizer, specials: tuple[int, int] | None
-                ) -> list[list[int]]:
+def passage_ids(encodings: Sequence[Encoding], doc_ids: Sequence[np.ndarray], texts: Sequence[str],
+                ranges: Sequence[list[tuple[int, int]]], spans: Sequence[list[tuple[int, int]]], capped: Tokenizer,
+                specials: tuple[int, int] | None) -> list[np.ndarray]:
     """Each passage's ids, specials included, as `capped` tokenizes its text: for BERT's tokenizer the window of
-    the document's own tokens wherever `slice_is_retokenized` says that is the same (nearly every window; a
-    third of the tokenizing otherwise), the text tokenized again where not, or for any other tokenizer."""
-    out: list[list[int] | None] = []
+    the document's own tokens (`doc_ids`) wherever `slice_is_retokenized` says that is the same (nearly every
+    window; a third of the tokenizing otherwise), the text tokenized again where not, or for any other tokenizer."""
+    dtype = doc_ids[0].dtype if doc_ids else np.uint32
+    out: list[np.ndarray | None] = []
     again: list[tuple[int, str]] = []
-    for encoding, text, doc_ranges, doc_spans in zip(encodings, texts, ranges, spans, strict=True):
-        ids = encoding.ids if specials is not None else None
+    for encoding, ids, text, doc_ranges, doc_spans in zip(encodings, doc_ids, texts, ranges, spans, strict=True):
         for (start, end), (first, last) in zip(doc_ranges, doc_spans, strict=True):
-            if ids is not None and slice_is_retokenized(encoding, start, end):
-                out.append([specials[0], *ids[start:end], specials[1]])
+            if specials is not None and slice_is_retokenized(encoding, start, end):
+                out.append(with_specials(ids[start:end], specials))
             else:
                 again.append((len(out), text[first:last]))
                 out.append(None)
     for (row, _), encoding in zip(again, capped.encode_batch([piece for _, piece in again]), strict=True):
-        out[row] = encoding.ids
-    return out
+        out[row] = np.array(encoding.ids, dtype=dtype)
+    return out  # type: ignore[return-value]  # every None was filled
+
+
+def with_specials(ids: np.ndarray, specials: tuple[int, int]) -> np.ndarray:
+    """[CLS] ids [SEP]."""
+    wrapped = np.empty(len(ids) + 2, dtype=ids.dtype)
+    wrapped[0], wrapped[1:-1], wrapped[-1] = specials[0], ids, specials[1]
+    return wrapped
+
+
+def truncated_ids(encoding: Encoding, ids: np.ndarray, capped: Tokenizer, specials: tuple[int, int] | None,
+                  window: int) -> np.ndarray:
+    """The document as `capped` tokenizes it (truncated, specials added), from its own tokens: for BERT's
+    tokenizer its first `window` ids wrapped in [CLS] and [SEP], which is what truncating one sequence on the
+    right and adding BERT's template does; for any other, the tokenizer's own post-processor on the encoding,
+    which truncates and adds specials as tokenizing with truncation does (and copies every token's offsets:
+    the slower way)."""
+    if specials is not None and capped.truncation["direction"] == "right":
+        return with_specials(ids[:window], specials)
+    return np.array(capped.post_process(encoding).ids, dtype=ids.dtype)
 
 
 def cut_documents(tokenizer: PreTrainedTokenizerBase, corpus: Sequence[tuple[str, str]], passage_max_len: int,
                   overlap: int) -> Cut:
     """Cut every (docid, text) into passages and tokenize each passage, SPLIT_BATCH texts a call: the Rust
     tokenizer runs a batch on every core, each document is tokenized once, and only the ids kept and the
-    windows' ends come back to Python."""
+    windows' ends come back to Python, the ids as NumPy arrays (MLDR zh's ~1 G ids as Python ints would take
+    tens of GiB)."""
     window = passage_max_len - tokenizer.num_special_tokens_to_add(pair=False)
     dtype = np.uint16 if len(tokenizer) <= 2**16 else np.uint32
     whole, capped = backend_tokenizers(tokenizer, passage_max_len)
     specials = wordpiece_specials(tokenizer)
     spans: list[tuple[int, int]] = []
     owners: list[int] = []
-    ids_of_batches: list[np.ndarray] = []  # per batch, flat
-    lengths_of_batches: list[np.ndarray] = []
-    extra: list[list[int]] = []  # truncated documents whose ids differ from their first passage's
+    sequences: list[np.ndarray] = []  # every passage's ids, then the truncated documents that differ from passage 0
+    extra: list[np.ndarray] = []  # truncated documents whose ids differ from their first passage's
     truncated_of: list[int] = []  # per document: its passage-0 sequence, or -(1 + index into extra)
-    passages = 0
     for begin in range(0, len(corpus), SPLIT_BATCH):
         texts = [text for _, text in corpus[begin : begin + SPLIT_BATCH]]
         encodings = whole.encode_batch(texts, add_special_tokens=False)
-        # Truncation and specials on the tokens already there: what tokenizing with truncation gives.
-        truncated = [capped.post_process(encoding).ids for encoding in encodings]
+        doc_ids = [np.array(encoding.ids, dtype=dtype) for encoding in encodings]
         batch_ranges = [window_ranges(len(encoding), window, overlap) for encoding in encodings]
         batch_spans = [window_spans(TokenOffsets(encoding), len(text), window, overlap)
                        for text, encoding in zip(texts, encodings)]
-        piece_ids = passage_ids(encodings, texts, batch_ranges, batch_spans, capped, specials)
+        piece_ids = passage_ids(encodings, doc_ids, texts, batch_ranges, batch_spans, capped, specials)
         position = 0
-        for offset, (doc_spans, doc_truncated) in enumerate(zip(batch_spans, truncated)):
-            if piece_ids[position] == doc_truncated:
-                truncated_of.append(passages + position)
+        for offset, (encoding, ids, doc_spans) in enumerate(zip(encodings, doc_ids, batch_spans)):
+            doc_truncated = truncated_ids(encoding, ids, capped, specials, window)
+            if np.array_equal(piece_ids[position], doc_truncated):
+                truncated_of.append(len(sequences) + position)
             else:
                 truncated_of.append(-1 - len(extra))
                 extra.append(doc_truncated)
             owners.extend([begin + offset] * len(doc_spans))
             spans.extend(doc_spans)
             position += len(doc_spans)
-        ids, lengths = flat_ids(piece_ids, dtype)
-        ids_of_batches.append(ids)
-        lengths_of_batches.append(lengths)
-        passages += len(piece_ids)
+        sequences.extend(piece_ids)
+    passages = len(sequences)
     truncated_rows = np.array([t if t >= 0 else passages - 1 - t for t in truncated_of], dtype=np.int64)
-    extra_ids, extra_lengths = flat_ids(extra, dtype)
-    ids = np.concatenate([*ids_of_batches, extra_ids])
-    lengths = np.concatenate([*lengths_of_batches, extra_lengths])
+    sequences.extend(extra)
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    ids = np.concatenate(sequences) if sequences else np.zeros(0, dtype=dtype)
     info = {"tokenizer": tokenizer_fingerprint(tokenizer), "passage_max_len": passage_max_len, "overlap": overlap,
             "documents": len(corpus), "passages": passages, "truncated_apart": len(extra), "dtype": str(ids.dtype)}
     return Cut([docid for docid, _ in corpus], np.array(spans, dtype=np.int64).reshape(-1, 2),
