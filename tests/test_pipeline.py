@@ -37,9 +37,21 @@ METRIC_KEYS = {f"{m}_at_{k}" for m in ("recall", "ndcg") for k in (1, 5, 10, 100
 # bf16 on a CPU with AMX against bf16 on one with only AVX512-BF16: at most 0.0011. 0.02 allows
 # three such queries; fine-tuning itself adds 0.078 nDCG@10, so a real change still fails.
 COMMITTED_METRICS_TOLERANCE = 0.02
-# A metric averaged over a subset (by_evidence: 150 and 87 queries) moves more per query that
-# crosses a cut-off; there the allowance is the same three queries' worth of that subset.
+# A metric averaged over fewer queries (dev's 79; by_evidence's subsets of 50, 29, 150 and 87) moves
+# more per query that crosses a cut-off; there the allowance is three queries' worth. Measured over
+# five whole runs (bf16 and fp32 on a CPU with AMX, bf16 with oneDNN held to AVX512-BF16, fp32 held
+# to AVX2, and another machine's committed run): at most three queries, and two of dev's 79 in the
+# base reranker's recall@10, which moved as far on a third machine.
 COMMITTED_QUERY_SHIFTS = 3
+# The demo's fine-tuned reranker orders its 20 candidates little better than chance
+# (docs/reranking.md), and each CPU trains a different one (fp32 rounding over 3 epochs at lr 1e-3,
+# on groups in which the guard decides a few candidates otherwise): between two CPUs its metrics
+# move like two chance orders'. For a metric in [0, 1], their per-query difference has a standard
+# deviation of at most sqrt(0.5), so their means over n queries stay within three, 3 sqrt(0.5 / n).
+# Measured across the same five runs: up to 1.4 / sqrt(n) (recall@10 of the 87 later-evidence test
+# queries, 0.149; recall@5 of the 29 later-evidence dev queries, 0.21).
+COMMITTED_CHANCE_ORDER_SPREAD = 3 * 0.5**0.5
+CHANCE_ORDERED = ("dev/reranked_finetuned", "test/reranked_finetuned")
 # mine.json's hard_rank_* are quartiles of integer ranks, not scores in [0, 1]: one near-tie that
 # another CPU orders the other way moves a quartile by a whole rank.
 COMMITTED_RANK_TOLERANCE = 1.0
@@ -93,16 +105,21 @@ RUNS = [  # (split, run directory, metrics file, section of it)
 ]
 
 
-def committed_tolerance(key: str, committed: dict) -> float:
-    """How far a fresh run may sit from the committed value of this flattened metrics key."""
+def committed_tolerance(key: str, committed: dict, name: str) -> float:
+    """How far a fresh run may sit from the committed value of this flattened key of metrics/<name>.json."""
     if key.startswith("hard_rank_"):
         return COMMITTED_RANK_TOLERANCE
     if key in COMMITTED_GUARD_COUNTS:
         return COMMITTED_GUARD_COUNT_SHARE * committed[key]
     if ".by_evidence." in f".{key}":
-        group = key.rsplit(".", 1)[0]
-        return max(COMMITTED_METRICS_TOLERANCE, COMMITTED_QUERY_SHIFTS / committed[f"{group}.queries"])
-    return COMMITTED_METRICS_TOLERANCE
+        queries = committed[f"{key.rsplit('.', 1)[0]}.queries"]
+    elif "num_queries" in committed:
+        queries = committed["num_queries"]
+    else:
+        return COMMITTED_METRICS_TOLERANCE
+    if name in CHANCE_ORDERED:
+        return max(COMMITTED_METRICS_TOLERANCE, COMMITTED_CHANCE_ORDER_SPREAD / queries**0.5)
+    return max(COMMITTED_METRICS_TOLERANCE, COMMITTED_QUERY_SHIFTS / queries)
 
 
 def ran(log: str) -> set[str]:
@@ -334,7 +351,7 @@ def test_committed_metrics_are_what_this_code_produces(repo: Path, name: str) ->
     for key, value in committed.items():
         if key.endswith("_precision"):
             continue  # the machine's, checked above
-        tolerance = committed_tolerance(key, committed)
+        tolerance = committed_tolerance(key, committed, name)
         approximate = isinstance(value, float) or key in COMMITTED_GUARD_COUNTS
         expected = pytest.approx(reproduced[key], abs=tolerance) if approximate else reproduced[key]
         assert value == expected, key
