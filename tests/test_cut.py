@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from zh_retrieval.core.errors import InputError
 from zh_retrieval.data.cut import cut_documents, is_cut, load_cut, save_cut, tokenizer_fingerprint
 from zh_retrieval.data.mldr import load_corpus
-from zh_retrieval.data.passages import split_many
+from zh_retrieval.data.passages import SPLIT_BATCH, split_many
 from zh_retrieval.retrieval.encode import encode, encode_ids, load_embedder
 
 DEMO_MODEL = ROOT / "models" / "zh-mini-embedder"
@@ -121,6 +121,20 @@ def test_a_tokenizer_truncating_on_the_left_keeps_its_truncated_documents_apart(
         truncated = tokenizer(text, truncation=True, max_length=24)["input_ids"]
         assert cut.sequence(cut.truncated[row]).tolist() == truncated
         assert (cut.truncated[row] >= cut.info["passages"]) == (cut.sequence(cut.doc_start[row]).tolist() != truncated)
+
+
+def test_worker_processes_cut_what_one_process_cuts() -> None:
+    """Batches cut in worker processes come back in order: the same arrays, truncated documents kept apart in
+    several batches included, as in this process."""
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL, truncation_side="left")
+    corpus = [(f"{docid}-{copy}", text) for copy in range(30) for docid, text in documents()]
+    assert len(corpus) > 2 * SPLIT_BATCH
+    alone = cut_documents(tokenizer, corpus, 24, 4, workers=1)
+    pooled = cut_documents(tokenizer, corpus, 24, 4, workers=3)
+    assert pooled.info == alone.info and pooled.info["truncated_apart"] > SPLIT_BATCH and pooled.docids == alone.docids
+    for name in ("spans", "passage_doc", "ids", "starts", "truncated", "doc_chars"):
+        assert getattr(pooled, name).dtype == getattr(alone, name).dtype
+        np.testing.assert_array_equal(getattr(pooled, name), getattr(alone, name))
 
 
 def test_vectors_from_ids_are_the_vectors_from_texts() -> None:

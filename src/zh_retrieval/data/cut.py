@@ -21,17 +21,21 @@ gives the vectors encoding the texts gives (tests/test_cut.py compares them).
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
-from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # only named in annotations: a cut worker process need not import transformers
+    from transformers import PreTrainedTokenizerBase
 
 from zh_retrieval.core.errors import InputError
 from zh_retrieval.core.files import write_json
@@ -186,69 +190,106 @@ def truncated_ids(encoding: Encoding, ids: np.ndarray, capped: Tokenizer, specia
     return np.array(capped.post_process(encoding).ids, dtype=ids.dtype)
 
 
-def encoded_batches(whole: Tokenizer, corpus: Sequence[tuple[str, str]], size: int
-                    ) -> Iterator[tuple[int, list[str], list[Encoding]]]:
-    """(first row, texts, their encodings without specials) for each batch of `size` documents, in order. The
-    next batch is tokenized in a thread while the caller works on this one: the Rust tokenizer releases the GIL
-    and runs on every core, so the cut's Python part can overlap it (no gain on 2 cores, where the tokenizer
-    already fills both; not yet measured on more). At most two batches' encodings are held."""
-    with ThreadPoolExecutor(1, thread_name_prefix="tokenize") as pool:
-        pending: collections.deque = collections.deque()
-        for begin in range(0, len(corpus), size):
-            texts = [text for _, text in corpus[begin : begin + size]]
-            pending.append((begin, texts, pool.submit(whole.encode_batch, texts, add_special_tokens=False)))
-            if len(pending) == 2:
-                first, first_texts, encodings = pending.popleft()
-                yield first, first_texts, encodings.result()
-        while pending:
-            first, first_texts, encodings = pending.popleft()
-            yield first, first_texts, encodings.result()
+@dataclass(frozen=True)
+class BatchCut:
+    """One batch of documents cut: its passages' ids (concatenated) and lengths, their spans, how many passages
+    each document has, and its truncated document where that is not its first passage (None where it is)."""
+    ids: np.ndarray
+    lengths: np.ndarray
+    spans: np.ndarray
+    passage_counts: np.ndarray
+    truncated_apart: list[np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class Cutter:
+    """What cutting a batch needs, picklable, so that a worker process cuts its batches as this process would."""
+    whole: Tokenizer
+    capped: Tokenizer
+    specials: tuple[int, int] | None
+    window: int
+    overlap: int
+    dtype: str
+
+    def batch(self, texts: list[str]) -> BatchCut:
+        encodings = self.whole.encode_batch(texts, add_special_tokens=False)
+        doc_ids = [np.array(encoding.ids, dtype=self.dtype) for encoding in encodings]
+        ranges = [window_ranges(len(encoding), self.window, self.overlap) for encoding in encodings]
+        spans = [window_spans(TokenOffsets(encoding), len(text), self.window, self.overlap)
+                 for text, encoding in zip(texts, encodings, strict=True)]
+        pieces = passage_ids(encodings, doc_ids, texts, ranges, spans, self.capped, self.specials)
+        apart: list[np.ndarray | None] = []
+        position = 0
+        for encoding, ids, doc_spans in zip(encodings, doc_ids, spans, strict=True):
+            doc_truncated = truncated_ids(encoding, ids, self.capped, self.specials, self.window)
+            apart.append(None if np.array_equal(pieces[position], doc_truncated) else doc_truncated)
+            position += len(doc_spans)
+        return BatchCut(np.concatenate(pieces) if pieces else np.zeros(0, dtype=self.dtype),
+                        np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)),
+                        np.array([span for doc in spans for span in doc], dtype=np.int64).reshape(-1, 2),
+                        np.array([len(doc) for doc in spans], dtype=np.int64), apart)
+
+
+_worker_cutter: Cutter | None = None
+
+
+def _start_worker(cutter: Cutter) -> None:
+    # One single-threaded tokenizer per process: a process per core already fills them, and the Rust pool is
+    # built at its first batch, after this.
+    os.environ["RAYON_NUM_THREADS"] = os.environ["RAYON_RS_NUM_CPUS"] = "1"
+    global _worker_cutter
+    _worker_cutter = cutter
+
+
+def _cut_in_worker(texts: list[str]) -> BatchCut:
+    assert _worker_cutter is not None, "started by _start_worker"
+    return _worker_cutter.batch(texts)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cut_batches(cutter: Cutter, corpus: Sequence[tuple[str, str]], size: int, workers: int) -> Iterator[BatchCut]:
+    """Each batch of `size` documents cut, in order. With two workers or more, in that many processes, each
+    tokenizing on one core: the cut's Python part (slicing windows, comparing truncated documents) then runs
+    on every core too, where one process with the Rust tokenizer on all of them left it on one (1.68x from 1
+    core to 2, docs/speed-and-memory.md). The output is the same whatever the count (tests/test_cut.py)."""
+    batches = [[text for _, text in corpus[begin : begin + size]] for begin in range(0, len(corpus), size)]
+    if workers < 2 or len(batches) < 2:
+        yield from map(cutter.batch, batches)
+        return
+    with ProcessPoolExecutor(min(workers, len(batches)), mp_context=get_context("spawn"), initializer=_start_worker,
+                             initargs=(cutter,)) as pool:
+        yield from pool.map(_cut_in_worker, batches)
 
 
 def cut_documents(tokenizer: PreTrainedTokenizerBase, corpus: Sequence[tuple[str, str]], passage_max_len: int,
-                  overlap: int) -> Cut:
-    """Cut every (docid, text) into passages and tokenize each passage, SPLIT_BATCH texts a call: the Rust
-    tokenizer runs a batch on every core, each document is tokenized once, and only the ids kept and the
+                  overlap: int, workers: int | None = None) -> Cut:
+    """Cut every (docid, text) into passages and tokenize each passage, SPLIT_BATCH texts a call, in `workers`
+    processes (default: one per usable core): each document is tokenized once, and only the ids kept and the
     windows' ends come back to Python, the ids as NumPy arrays (MLDR zh's ~1 G ids as Python ints would take
     tens of GiB)."""
-    window = passage_max_len - tokenizer.num_special_tokens_to_add(pair=False)
-    dtype = np.uint16 if len(tokenizer) <= 2**16 else np.uint32
     whole, capped = backend_tokenizers(tokenizer, passage_max_len)
-    specials = wordpiece_specials(tokenizer)
+    cutter = Cutter(whole, capped, wordpiece_specials(tokenizer),
+                    passage_max_len - tokenizer.num_special_tokens_to_add(pair=False), overlap,
+                    "uint16" if len(tokenizer) <= 2**16 else "uint32")
     # Per batch, as arrays: MLDR's 2 M passages never become 2 M live arrays and tuples.
-    ids_of_batches: list[np.ndarray] = []
-    lengths_of_batches: list[np.ndarray] = []
-    spans_of_batches: list[np.ndarray] = []
-    owners_of_batches: list[np.ndarray] = []
-    extra: list[np.ndarray] = []  # truncated documents whose ids differ from their first passage's
-    truncated_of: list[int] = []  # per document: its passage-0 sequence, or -(1 + index into extra)
-    passages = 0
-    for begin, texts, encodings in encoded_batches(whole, corpus, SPLIT_BATCH):
-        doc_ids = [np.array(encoding.ids, dtype=dtype) for encoding in encodings]
-        batch_ranges = [window_ranges(len(encoding), window, overlap) for encoding in encodings]
-        batch_spans = [window_spans(TokenOffsets(encoding), len(text), window, overlap)
-                       for text, encoding in zip(texts, encodings)]
-        piece_ids = passage_ids(encodings, doc_ids, texts, batch_ranges, batch_spans, capped, specials)
-        position = 0
-        for encoding, ids, doc_spans in zip(encodings, doc_ids, batch_spans):
-            doc_truncated = truncated_ids(encoding, ids, capped, specials, window)
-            if np.array_equal(piece_ids[position], doc_truncated):
-                truncated_of.append(passages + position)
-            else:
-                truncated_of.append(-1 - len(extra))
-                extra.append(doc_truncated)
-            position += len(doc_spans)
-        ids_of_batches.append(np.concatenate(piece_ids))
-        lengths_of_batches.append(np.fromiter(map(len, piece_ids), dtype=np.int64, count=len(piece_ids)))
-        spans_of_batches.append(np.array([span for doc in batch_spans for span in doc], dtype=np.int64))
-        owners_of_batches.append(np.repeat(np.arange(begin, begin + len(texts), dtype=np.int64),
-                                           [len(doc) for doc in batch_spans]))
-        passages += len(piece_ids)
-    truncated_rows = np.array([t if t >= 0 else passages - 1 - t for t in truncated_of], dtype=np.int64)
-    ids = np.concatenate([*ids_of_batches, *extra]) if ids_of_batches else np.zeros(0, dtype=dtype)
-    lengths = np.concatenate([*lengths_of_batches, np.fromiter(map(len, extra), dtype=np.int64, count=len(extra))])
-    spans = np.concatenate(spans_of_batches) if spans_of_batches else np.zeros((0, 2), dtype=np.int64)
-    owners = np.concatenate(owners_of_batches) if owners_of_batches else np.zeros(0, dtype=np.int64)
+    batches = list(cut_batches(cutter, corpus, SPLIT_BATCH, usable_cores() if workers is None else workers))
+    passage_counts = np.concatenate([batch.passage_counts for batch in batches]) if batches else np.zeros(0, np.int64)
+    first_passage = np.cumsum(passage_counts) - passage_counts
+    passages = int(passage_counts.sum())
+    # Truncated documents whose ids differ from their first passage's follow the passages, in document order.
+    extra = [ids for batch in batches for ids in batch.truncated_apart if ids is not None]
+    is_apart = np.array([ids is not None for batch in batches for ids in batch.truncated_apart], dtype=bool)
+    truncated_rows = first_passage.copy()
+    truncated_rows[is_apart] = passages + np.arange(len(extra), dtype=np.int64)
+    dtype = np.dtype(cutter.dtype)
+    ids = np.concatenate([*(batch.ids for batch in batches), *extra]) if batches else np.zeros(0, dtype=dtype)
+    lengths = np.concatenate([*(batch.lengths for batch in batches),
+                              np.fromiter(map(len, extra), dtype=np.int64, count=len(extra))])
+    spans = np.concatenate([batch.spans for batch in batches]) if batches else np.zeros((0, 2), dtype=np.int64)
+    owners = np.repeat(np.arange(len(corpus), dtype=np.int64), passage_counts)
     info = {"tokenizer": tokenizer_fingerprint(tokenizer), "passage_max_len": passage_max_len, "overlap": overlap,
             "documents": len(corpus), "passages": passages, "truncated_apart": len(extra), "dtype": str(ids.dtype)}
     return Cut([docid for docid, _ in corpus], spans.reshape(-1, 2), owners, ids,

@@ -7,8 +7,10 @@ passage, the one truncation keeps), so the two agree on where a passage ends.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:  # only named in annotations: a cut worker process need not import transformers
+    from transformers import PreTrainedTokenizerBase
 
 
 def _token_offsets(tokenizer: PreTrainedTokenizerBase, text: str) -> list[tuple[int, int]]:
