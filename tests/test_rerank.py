@@ -142,3 +142,49 @@ def test_finetune_reranker_trains_on_mined_groups_and_writes_a_cross_encoder(tmp
                             text=True, cwd=ROOT)
     assert result.returncode == 2 and "fewer than one batch of reranker.batch_size 4" in result.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_the_demo_rerankers_pretraining_pairs_are_the_pairs_flagreranker_scores(tiny_reranker: Path) -> None:
+    """scripts/build_reranker.py pretrains on `[CLS] query [SEP] passage [SEP]` built as FlagReranker builds
+    it when the pipeline reranks: the query cut to query_max_len tokens, the passage to the rest."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    queries = {"long": "如何查看磁盘空间和文件系统" * 4, "short": "压缩文件"}
+    texts = ["df 命令显示文件系统的磁盘空间使用情况。" * 5, "tar 可以把多个文件打包。"]
+    pairs = [Pair("long", "d1", 0), Pair("short", "d2", 0)]
+    scored = score_pairs(tiny_reranker, queries, texts, pairs, max_length=48, query_max_len=16, batch_size=2)
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_reranker)
+    inputs = build_reranker.pair_inputs(tokenizer, [(queries[p.query_id], t) for p, t in zip(pairs, texts)],
+                                        max_length=48, query_max_len=16)
+    assert inputs["input_ids"].shape[1] == 48  # the long pair fills max_length, the short one is padded to it
+    assert inputs["token_type_ids"][0].tolist().index(1) == 1 + 16 + 1  # [CLS], 16 query tokens, [SEP]
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_reranker).eval()
+    with torch.inference_mode():
+        logits = model(**inputs).logits[:, 0].tolist()
+    assert logits == pytest.approx(scored, abs=1e-5)
+
+
+def test_pretraining_negatives_come_from_other_sections_nearest_first() -> None:
+    """A section's other pieces may answer its heading too, so they are never a piece's hard negatives."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((40, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    sections = np.repeat(np.arange(10), 4)
+    nearest = build_reranker.nearest_other_sections(vectors, sections, k=5, block=7)
+    for row in range(40):
+        scores = vectors @ vectors[row]
+        others = [i for i in np.argsort(-scores, kind="stable") if sections[i] != sections[row]]
+        assert nearest[row].tolist() == others[:5]
+
+
+def test_pretraining_pieces_fit_a_pair_and_only_a_sections_first_carries_its_title() -> None:
+    body = "。".join(f"第{i}句讲的是磁盘和文件系统的用法" for i in range(40))
+    pieces = build_reranker.pieces_of([("磁盘", body), ("短", "太短")], weight=4.0, first_section=7, seed=0)
+    assert pieces and all(len(p.passage) <= max(build_reranker.PIECE_LENGTHS) for p in pieces)
+    assert [p.title for p in pieces] == ["磁盘"] + [None] * (len(pieces) - 1)
+    assert {p.section for p in pieces} == {7} and {p.weight for p in pieces} == {4.0}
+    assert "".join(p.passage for p in pieces) in body  # consecutive pieces of the text, the short tail dropped
