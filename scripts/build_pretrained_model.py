@@ -33,6 +33,7 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,10 +241,6 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def train(model: BertModel, tokenizer: BertTokenizerFast, units: list[Unit], steps: int, batch_size: int,
           lr: float, temperature: float, seed: int) -> list[float]:
     torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / (steps - warmup))))
     order = random.Random(seed)
     # Batches of passages of one length class: a batch pads to its longest passage, and mixing a
     # 510-token passage into every batch would make every step pay for 510 tokens.
@@ -253,9 +250,8 @@ def train(model: BertModel, tokenizer: BertTokenizerFast, units: list[Unit], ste
     lengths = sorted(n for n, members in classes.items() if len(members) >= batch_size)
     weights = [sum(unit.weight for unit in classes[n]) for n in lengths]
     cumulative = {n: list(itertools.accumulate(unit.weight for unit in classes[n])) for n in lengths}
-    losses, started = [], time.perf_counter()
-    model.train()
-    for step in range(steps):
+
+    def loss_at(step: int) -> torch.Tensor:
         length = order.choices(lengths, weights)[0]
         batch = [sample_pair(unit, order) for unit in weighted_sample(classes[length], cumulative[length], batch_size,
                                                                       order)]
@@ -267,7 +263,24 @@ def train(model: BertModel, tokenizer: BertTokenizerFast, units: list[Unit], ste
             d = mean_pool(model(**passages).last_hidden_state, passages["attention_mask"]).float()
         scores = F.normalize(q, dim=-1) @ F.normalize(d, dim=-1).T / temperature
         labels = torch.arange(len(batch))
-        loss = (F.cross_entropy(scores, labels) + F.cross_entropy(scores.T, labels)) / 2
+        return (F.cross_entropy(scores, labels) + F.cross_entropy(scores.T, labels)) / 2
+
+    return optimize(model, loss_at, steps, lr, warmup=max(1, steps // 20), log=logger)
+
+
+def optimize(model: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], steps: int, lr: float, warmup: int,
+             log: logging.Logger) -> list[float]:
+    """Both demo models' training loop: AdamW, linear warmup then linear decay, gradients clipped at 1.
+    `loss_at(step)` draws the step's batch and returns its loss; every step's loss is returned and the
+    mean of the last 50 logged every 50 steps."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / (steps - warmup))))
+    losses: list[float] = []
+    started = time.perf_counter()
+    model.train()
+    for step in range(steps):
+        loss = loss_at(step)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -276,8 +289,8 @@ def train(model: BertModel, tokenizer: BertTokenizerFast, units: list[Unit], ste
         losses.append(loss.item())
         if (step + 1) % 50 == 0 or step + 1 == steps:
             recent = sum(losses[-50:]) / len(losses[-50:])
-            logger.info("step %d/%d: loss %.3f, %.2f s/step", step + 1, steps, recent,
-                        (time.perf_counter() - started) / (step + 1))
+            log.info("step %d/%d: loss %.3f, %.2f s/step", step + 1, steps, recent,
+                     (time.perf_counter() - started) / (step + 1))
     model.eval()
     return losses
 

@@ -34,7 +34,6 @@ import random
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,14 +181,9 @@ def pretrain(model: BertForSequenceClassification, tokenizer: PreTrainedTokenize
              nearest: np.ndarray, recipe: Pretraining, seed: int) -> list[float]:
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
-    warmup = max(1, recipe.steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (recipe.steps - step) / (recipe.steps - warmup))))
     cumulative = list(np.cumsum([piece.weight for piece in pieces]))
-    losses, started = [], time.perf_counter()
-    model.train()
-    for step in range(recipe.steps):
+
+    def loss_at(step: int) -> torch.Tensor:
         pairs = []
         for index in rng.choices(range(len(pieces)), cum_weights=cumulative, k=recipe.queries_per_step):
             query, positive = query_for(pieces[index], rng)
@@ -203,19 +197,9 @@ def pretrain(model: BertForSequenceClassification, tokenizer: PreTrainedTokenize
         inputs = pair_inputs(tokenizer, pairs, recipe.max_length, recipe.query_max_len)
         with torch.autocast("cpu", dtype=torch.bfloat16):  # as the embedder was built: a third less time a step
             logits = model(**inputs).logits.view(recipe.queries_per_step, recipe.group_size).float()
-        loss = F.cross_entropy(logits, torch.zeros(recipe.queries_per_step, dtype=torch.long))  # the positive is first
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if (step + 1) % 50 == 0 or step + 1 == recipe.steps:
-            recent = sum(losses[-50:]) / len(losses[-50:])
-            logger.info("step %d/%d: loss %.3f, %.2f s/step", step + 1, recipe.steps, recent,
-                        (time.perf_counter() - started) / (step + 1))
-    model.eval()
-    return losses
+        return F.cross_entropy(logits, torch.zeros(recipe.queries_per_step, dtype=torch.long))  # the positive is first
+
+    return texts.optimize(model, loss_at, recipe.steps, recipe.lr, warmup=max(1, recipe.steps // 10), log=logger)
 
 
 def pretraining_pieces(reference_deb: Path, faq_deb: Path, fortunes_deb: Path, seed: int) -> list[Piece]:
