@@ -1,13 +1,16 @@
 """What reranking adds on the demo, over three seeds, through `dvc exp run`: the first stage, the base
 reranker and the fine-tuned one, on dev, split by where each query's evidence lies.
 
-    python scripts/rerank_experiments.py run              # 3 runs as temporary experiments (~25 min on 2 cores)
+    python scripts/rerank_experiments.py run              # the committed recipe, 3 runs (~25 min on 2 cores)
+    python scripts/rerank_experiments.py run --arm rerank-lr1e-4-e1   # one alternative, 3 seeds
     python scripts/rerank_experiments.py table > out.md   # from `dvc exp show --json`
 
-Each run is `dvc exp run --temp -n rerank-seed<S> -S seed=<S>` on the committed params.yaml (seed 42
-is the committed run, restored from the run-cache where it is there). The seed moves mining, the
-embedder's training (and so the first stage's hybrid) and the reranker's; the base reranker is
-fixed, its candidates are not. Test is left to the pipeline's own run, reported once.
+Each run is `dvc exp run --temp -n <arm>-seed<S> -S seed=<S> -S ...` on the committed params.yaml
+(seed 42 of the committed recipe is the committed run, restored from the run-cache where it is
+there). The seed moves mining, the embedder's training (and so the first stage's hybrid) and the
+reranker's; the base reranker is fixed, its candidates are not. An arm that changes only the
+reranker's recipe re-runs only its stages once a seed's embedder is in the run-cache. Test is left
+to the pipeline's own run, reported once.
 """
 
 from __future__ import annotations
@@ -27,25 +30,37 @@ SYSTEMS = (("first stage (RRF hybrid)", "dev/hybrid_rrf"), ("reranked, base rera
 VIEWS = (("nDCG@10", ("ndcg_at_10",)), ("evidence in first passage", ("by_evidence", "first_passage", "ndcg_at_10")),
          ("evidence later", ("by_evidence", "later", "ndcg_at_10")), ("MRR@10", ("mrr_at_10",)))
 
+COMMITTED = "rerank"
+# arm => -S overrides on top of params.yaml: the reranker's fine-tuning recipes, and distillation.
+ARMS: dict[str, list[str]] = {
+    COMMITTED: [],
+    "rerank-lr1e-4-e1": ["reranker.lr=1e-4", "reranker.epochs=1"],
+    "rerank-lr3e-4-e1": ["reranker.lr=3e-4", "reranker.epochs=1"],
+    "rerank-lr1e-3-e3": ["reranker.lr=1e-3", "reranker.epochs=3"],
+    "distill": ["finetune.distill=true"],
+}
 
-def run_name(seed: int) -> str:
-    return f"rerank-seed{seed}"
+
+def run_name(seed: int, arm: str = COMMITTED) -> str:
+    return f"{arm}-seed{seed}"
 
 
-def run_all() -> None:
+def run_all(arms: list[str]) -> None:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    for seed in SEEDS:
-        print(f"== {run_name(seed)}", flush=True)
-        subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", run_name(seed), "-S",
-                        f"seed={seed}"], cwd=ROOT, env=env, check=True)
+    for arm in arms:
+        for seed in SEEDS:
+            args = [a for o in [f"seed={seed}", *ARMS[arm]] for a in ("-S", o)]
+            print(f"== {run_name(seed, arm)}: {' '.join(args)}", flush=True)
+            subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", run_name(seed, arm), *args],
+                           cwd=ROOT, env=env, check=True)
 
 
 def spread(values: list[float]) -> str:
     return f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
 
 
-def table(found: dict[str, dict]) -> str:
-    runs = {seed: found[run_name(seed)] for seed in SEEDS if run_name(seed) in found}
+def table(found: dict[str, dict], arm: str = COMMITTED) -> str:
+    runs = {seed: found[run_name(seed, arm)] for seed in SEEDS if run_name(seed, arm) in found}
     lines = ["| dev | " + " | ".join(h for h, _ in VIEWS) + " |", "|---" * (len(VIEWS) + 1) + "|"]
     for label, stem in SYSTEMS:
         lines.append(f"| {label} | " + " | ".join(
@@ -54,7 +69,9 @@ def table(found: dict[str, dict]) -> str:
              for m in runs.values()]
     tuned = [value(m, "dev/reranked_finetuned", ("ndcg_at_10",)) - value(m, "dev/reranked_base", ("ndcg_at_10",))
              for m in runs.values()]
-    return "\n".join([f"{len(runs)} seeds ({', '.join(map(str, runs))}), mean ± sd:", "", *lines, "",
+    overrides = " ".join(ARMS[arm]) or "the committed params.yaml"
+    heading = f"{arm} ({overrides}): {len(runs)} seeds ({', '.join(map(str, runs))}), mean ± sd:"
+    return "\n".join([heading, "", *lines, "",
                       f"- reranked (fine-tuned) − first stage, nDCG@10: {statistics.mean(gains):+.3f}{spread(gains)}",
                       f"- fine-tuned − base reranker, nDCG@10: {statistics.mean(tuned):+.3f}{spread(tuned)}"])
 
@@ -62,11 +79,15 @@ def table(found: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "table"])
+    parser.add_argument("--arm", action="append", choices=list(ARMS), help=f"this arm only (default: {COMMITTED})")
     args = parser.parse_args()
+    arms = args.arm or [COMMITTED]
     if args.action == "run":
-        run_all()
+        run_all(arms)
     else:
-        print(table(experiment_metrics()))
+        found = experiment_metrics()
+        print("\n\n".join(table(found, arm) for arm in (args.arm or [a for a in ARMS if any(
+            run_name(seed, a) in found for seed in SEEDS)])))
 
 
 if __name__ == "__main__":

@@ -58,8 +58,22 @@ def test_rerank_table_compares_the_first_stage_with_both_rerankers_per_evidence_
 
     lines = rerank_experiments.table({"rerank-seed42": run(0.8, 0.2, 0.3), "rerank-seed1": run(0.6, 0.2, 0.5),
                                       "other-seed2": run(0.0, 0.0, 0.0)}).splitlines()
-    assert lines[0] == "2 seeds (42, 1), mean ± sd:"
+    assert lines[0] == "rerank (the committed params.yaml): 2 seeds (42, 1), mean ± sd:"
     assert "| first stage (RRF hybrid) | 0.700 ± 0.141 | 0.800 ± 0.141 | 0.600 ± 0.141 | 0.350 ± 0.071 |" in lines
     assert "| reranked, fine-tuned reranker | 0.400 ± 0.141 | 0.500 ± 0.141 | 0.300 ± 0.141 | 0.200 ± 0.071 |" in lines
     assert "- reranked (fine-tuned) − first stage, nDCG@10: -0.300 ± 0.283" in lines
     assert "- fine-tuned − base reranker, nDCG@10: +0.200 ± 0.141" in lines
+
+
+def test_rerank_arms_read_only_their_own_runs() -> None:
+    import rerank_experiments
+
+    def run(tuned: float) -> dict:
+        return {stem: {"ndcg_at_10": value} for stem, value in
+                (("dev/hybrid_rrf", 0.5), ("dev/reranked_base", 0.4), ("dev/reranked_finetuned", tuned))}
+
+    found = {"rerank-seed42": run(0.1), "rerank-lr1e-4-e1-seed42": run(0.6), "rerank-lr1e-4-e1-seed2": run(0.8)}
+    lines = rerank_experiments.table(found, "rerank-lr1e-4-e1").splitlines()
+    assert lines[0] == "rerank-lr1e-4-e1 (reranker.lr=1e-4 reranker.epochs=1): 2 seeds (42, 2), mean ± sd:"
+    assert "- fine-tuned − base reranker, nDCG@10: +0.300 ± 0.141" in lines
+    assert rerank_experiments.table(found).splitlines()[0].endswith(": 1 seeds (42), mean ± sd:")
