@@ -3,6 +3,7 @@ reranker and the fine-tuned one, on dev, split by where each query's evidence li
 
     python scripts/rerank_experiments.py run              # the committed recipe, 3 runs (~25 min on 2 cores)
     python scripts/rerank_experiments.py run --arm rerank-lr1e-4-e1   # one alternative, 3 seeds
+    python scripts/rerank_experiments.py run --arm distill --arm distill-base-teacher   # distillation
     python scripts/rerank_experiments.py table > out.md   # from `dvc exp show --json`
 
 Each run is `dvc exp run --temp -n <arm>-seed<S> -S seed=<S> -S ...` on the committed params.yaml
@@ -10,7 +11,8 @@ Each run is `dvc exp run --temp -n <arm>-seed<S> -S seed=<S> -S ...` on the comm
 there). The seed moves mining, the embedder's training (and so the first stage's hybrid) and the
 reranker's; the base reranker is fixed, its candidates are not. An arm that changes only the
 reranker's recipe re-runs only its stages once a seed's embedder is in the run-cache. Test is left
-to the pipeline's own run, reported once.
+to the pipeline's own run, reported once. `table` ends with the fine-tuned embedder's dev metrics
+for every arm shown: what distillation (`finetune.distill`) changes.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ SYSTEMS = (("first stage (RRF hybrid)", "dev/hybrid_rrf"), ("reranked, base rera
 VIEWS = (("nDCG@10", ("ndcg_at_10",)), ("evidence in first passage", ("by_evidence", "first_passage", "ndcg_at_10")),
          ("evidence later", ("by_evidence", "later", "ndcg_at_10")), ("MRR@10", ("mrr_at_10",)))
 
+# What distillation changes is the fine-tuned embedder: its own metrics, on dev.
+EMBEDDER_VIEWS = (("nDCG@10", "dev/finetuned", ("ndcg_at_10",)),
+                  ("MaxP nDCG@10", "dev/finetuned", ("maxp", "ndcg_at_10")),
+                  ("MaxP, evidence in first passage", "dev/finetuned", ("maxp", "by_evidence", "first_passage",
+                                                                        "ndcg_at_10")),
+                  ("MaxP, later", "dev/finetuned", ("maxp", "by_evidence", "later", "ndcg_at_10")),
+                  ("general nDCG@10", "dev/general_finetuned", ("ndcg_at_10",)))
+
 COMMITTED = "rerank"
 # arm => -S overrides on top of params.yaml: the reranker's fine-tuning recipes, and distillation.
 ARMS: dict[str, list[str]] = {
@@ -37,7 +47,8 @@ ARMS: dict[str, list[str]] = {
     "rerank-lr1e-4-e1": ["reranker.lr=1e-4", "reranker.epochs=1"],
     "rerank-lr3e-4-e1": ["reranker.lr=3e-4", "reranker.epochs=1"],
     "rerank-lr1e-3-e3": ["reranker.lr=1e-3", "reranker.epochs=3"],
-    "distill": ["finetune.distill=true"],
+    "distill": ["finetune.distill=true"],  # teacher: rerank.model, the fine-tuned reranker
+    "distill-base-teacher": ["finetune.distill=true", "rerank.model=base"],  # one that never saw the groups
 }
 
 
@@ -76,6 +87,41 @@ def table(found: dict[str, dict], arm: str = COMMITTED) -> str:
                       f"- fine-tuned − base reranker, nDCG@10: {statistics.mean(tuned):+.3f}{spread(tuned)}"])
 
 
+def distills(arm: str) -> bool:
+    return "finetune.distill=true" in ARMS[arm]
+
+
+def undistilled(found: dict[str, dict], seed: int) -> dict | None:
+    """A run of this seed whose embedder trained without a teacher: the committed arm's, else a reranker arm's."""
+    return next((found[run_name(seed, arm)] for arm in ARMS if not distills(arm) and run_name(seed, arm) in found),
+                None)
+
+
+def embedder_table(found: dict[str, dict], arms: list[str]) -> str:
+    """The fine-tuned embedder's dev metrics, one row an arm, and each distilling arm's MaxP nDCG@10
+    against the undistilled embedder of the same seed (the pairing removes what the seed moves in both).
+    Without `finetune.distill` the teacher stage copies mine's file, so every arm that changes only the
+    reranker trains the committed embedder: any of them is the seed's reference."""
+    lines = ["| dev, fine-tuned embedder | " + " | ".join(h for h, _, _ in EMBEDDER_VIEWS) + " |",
+             "|---" * (len(EMBEDDER_VIEWS) + 1) + "|"]
+    notes = []
+    for arm in arms:
+        runs = {seed: found[run_name(seed, arm)] for seed in SEEDS if run_name(seed, arm) in found}
+        label = f"{arm} ({' '.join(ARMS[arm]) or 'committed'}) ({', '.join(map(str, runs))})"
+        lines.append(f"| {label} | " + " | ".join(
+            cell([v for m in runs.values() if (v := value(m, stem, path)) is not None])
+            for _, stem, path in EMBEDDER_VIEWS) + " |")
+        if not distills(arm):
+            continue
+        paired = [value(m, "dev/finetuned", ("maxp", "ndcg_at_10"))
+                  - value(reference, "dev/finetuned", ("maxp", "ndcg_at_10"))
+                  for seed, m in runs.items() if (reference := undistilled(found, seed)) is not None]
+        if paired:
+            notes.append(f"- {arm} − not distilled, MaxP nDCG@10, paired by seed ({len(paired)}): "
+                         f"{statistics.mean(paired):+.3f}{spread(paired)}")
+    return "\n".join([*lines, "", *notes])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "table"])
@@ -86,8 +132,8 @@ def main() -> None:
         run_all(arms)
     else:
         found = experiment_metrics()
-        print("\n\n".join(table(found, arm) for arm in (args.arm or [a for a in ARMS if any(
-            run_name(seed, a) in found for seed in SEEDS)])))
+        shown = args.arm or [a for a in ARMS if any(run_name(seed, a) in found for seed in SEEDS)]
+        print("\n\n".join([*(table(found, arm) for arm in shown), embedder_table(found, shown)]))
 
 
 if __name__ == "__main__":

@@ -77,3 +77,22 @@ def test_rerank_arms_read_only_their_own_runs() -> None:
     assert lines[0] == "rerank-lr1e-4-e1 (reranker.lr=1e-4 reranker.epochs=1): 2 seeds (42, 2), mean ± sd:"
     assert "- fine-tuned − base reranker, nDCG@10: +0.300 ± 0.141" in lines
     assert rerank_experiments.table(found).splitlines()[0].endswith(": 1 seeds (42), mean ± sd:")
+
+
+def test_the_embedder_table_pairs_each_arm_with_the_committed_run_of_its_seed() -> None:
+    import rerank_experiments
+
+    def run(maxp: float, general: float) -> dict:
+        return {"dev/finetuned": {"ndcg_at_10": 0.2, "maxp": {"ndcg_at_10": maxp}},
+                "dev/general_finetuned": {"ndcg_at_10": general}}
+
+    found = {"rerank-seed42": run(0.30, 0.37), "rerank-seed1": run(0.32, 0.38), "rerank-lr1e-4-e1-seed1": run(0.9, 0.9),
+             "rerank-lr1e-3-e3-seed2": run(0.31, 0.38), "distill-base-teacher-seed1": run(0.9, 0.9),
+             "distill-seed42": run(0.29, 0.36), "distill-seed1": run(0.28, 0.35), "distill-seed2": run(0.5, 0.4),
+             "distill-seed7": run(0.5, 0.4)}
+    lines = rerank_experiments.embedder_table(found, ["rerank", "distill"]).splitlines()
+    assert lines[2] == "| rerank (committed) (42, 1) | 0.200 ± 0.000 | 0.310 ± 0.014 | – | – | 0.375 ± 0.007 |"
+    assert lines[3].startswith("| distill (finetune.distill=true) (42, 1, 2) | 0.200 ± 0.000 | 0.357 ± ")
+    # seed 1 pairs with the committed arm's run before another reranker arm's, seed 2 with a reranker arm's
+    # (its embedder is the committed one), never with another distilling arm's; seed 7 is not a seed of the study
+    assert lines[-1] == "- distill − not distilled, MaxP nDCG@10, paired by seed (3): +0.047 ± 0.125"
