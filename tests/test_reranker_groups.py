@@ -90,9 +90,9 @@ def test_bm25_negatives_are_its_top_documents_past_the_positives_each_as_its_bes
     rows = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
     mined = [json.loads(line) for line in workspace["mined"].read_text(encoding="utf-8").splitlines()]
     params = load_params(workspace["params"])
-    # as deep as the stage searches (depth + the most positives of a query): which of the documents BM25
-    # scores 0 fill a run's tail is bm25s's choice, the same at the same depth
-    run = bm25_run(CORPUS, {q: text for q, (text, _) in TRAIN.items()}, params.bm25, params.rerank.depth + 1)
+    # as deep as the stage searches: which of the documents BM25 scores 0 fill a run's tail is bm25s's
+    # choice, the same at the same depth
+    run = bm25_run(CORPUS, {q: text for q, (text, _) in TRAIN.items()}, params.bm25, params.rerank.depth)
     assert len(rows) == len(mined)
     for grouped, original in zip(rows, mined, strict=True):
         query_id = grouped["query_id"]
@@ -133,4 +133,14 @@ def test_a_row_of_a_query_that_is_not_a_training_query_stops_the_stage(workspace
     result = groups(workspace, tmp_path / "out", train_file=train)
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"{train}:2: query 'q-dev' is not a training query with a positive" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_query_whose_top_holds_only_its_positive_stops_the_stage(workspace: dict[str, Path], tmp_path: Path) -> None:
+    """At depth 1 each query's top is its positive: a group with no negative, which FlagEmbedding divides by."""
+    params = write_params(tmp_path / "params.yaml", {"rerank.depth": 1}, source=workspace["params"])
+    result = groups(workspace, tmp_path / "out", params=params)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"{workspace['mined']}: query 'q1' has no negative in BM25's top 1" in result.stderr
+    assert "(raise rerank.depth, or set reranker.negatives: mined)" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

@@ -56,6 +56,9 @@ def main() -> None:
     rows = read_rows(args.train_file, positives, args.train_queries)
     docids, _ = load_corpus_embeddings(args.embeddings_dir)
     corpus = load_corpus(args.dataset_dir)
+    if set(docids) != set(corpus):
+        raise InputError(args.embeddings_dir, "the embeddings are of another corpus than the dataset's",
+                         fix="re-run the embed stage")
     row_of = {docid: row for row, docid in enumerate(docids)}
     passages = None
     if params.long_documents.maxp:
@@ -63,7 +66,7 @@ def main() -> None:
 
         passages = load_passages(args.model_dir, args.embeddings_dir, [corpus[d] for d in docids], params.embedding,
                                  params.long_documents, args.passages)
-    grouped, stats = bm25_groups(rows, positives, corpus, row_of, passages, params)
+    grouped, stats = bm25_groups(rows, positives, corpus, row_of, passages, params, args.train_file)
     with atomic_dir(args.out_dir) as tmp:
         with (tmp / TRAIN_FILE).open("w", encoding="utf-8") as f:
             for row in grouped:

@@ -1,13 +1,15 @@
 """The reranker's training groups (`reranker.negatives`).
 
 `mined` trains the reranker on mine's rows, the embedder's own groups: the positive passage, negatives
-the base embedder ranks high and random ones. Those are not what `rerank` shows it: the first stage's
-top `rerank.depth`, which on the demo is BM25's order (its hybrid picks BM25's order on dev). `bm25`
-keeps each row's query and positive and draws the negatives at random from BM25's top `rerank.depth`
-documents for the query, the query's positive documents left out, each as the passage BM25 scores
-highest for it, as `rerank` picks a BM25 candidate's passage (without `long_documents.maxp`, the
-document, which the trainer truncates). There is no false-negative guard beyond the judged positives:
-MLDR judges one document per question, and BM25's top may hold another that answers it.
+the base embedder ranks high and random ones. Those are not the documents `rerank` shows it: the first
+stage's top `rerank.depth`, which on the demo is BM25's order (its hybrid picks BM25's order on dev).
+`bm25` keeps each row's query and positive and draws the negatives at random from BM25's top
+`rerank.depth` documents for the query, less its judged positives, each as the passage BM25 scores
+highest for it: the passage `rerank` reads with `rerank.first_stage: bm25` (a dense or hybrid first
+stage has it read the fine-tuned embedder's best passage instead, which does not exist before the
+embedder is trained). Without `long_documents.maxp`, the document, which the trainer truncates. There
+is no false-negative guard beyond the judged positives: MLDR judges one document per question, and
+BM25's top may hold another that answers it.
 """
 
 from __future__ import annotations
@@ -49,17 +51,23 @@ def draw_negatives(pools: Mapping[str, list[str]], wanted: int, seed: int) -> di
 
 
 def bm25_groups(rows: list[dict], positives: Mapping[str, Sequence[str]], corpus: Mapping[str, str],
-                row_of: Mapping[str, int], passages: Passages | None, params: Params
+                row_of: Mapping[str, int], passages: Passages | None, params: Params, train_file: Path
                 ) -> tuple[list[dict], dict[str, float | int | str]]:
-    """mine's rows with BM25 negatives in place of theirs (the fields mine writes, `neg_source` all "bm25"),
-    and what was drawn: from which depth, how many negatives, their median rank in BM25's run."""
+    """mine's rows (from `train_file`) with BM25 negatives in place of theirs (the fields mine writes,
+    `neg_source` all "bm25"), and what was drawn: from which depth, how many negatives, their median rank
+    in BM25's run. A query left with no negative stops it: FlagEmbedding's reranker dataset divides by
+    the negatives' count."""
     queries = {row["query_id"]: row["query"] for row in rows}
     depth = params.rerank.depth
-    # deep enough that `depth` documents are left once the positives are out
-    run = bm25_run(dict(corpus), queries, params.bm25, depth + max(len(positives[q]) for q in queries))
-    ranked = ranked_documents(run)
+    ranked = ranked_documents(bm25_run(dict(corpus), queries, params.bm25, depth))  # the positives count in it
+    pools = negative_pools(ranked, positives, depth)
+    for query_id, pool in pools.items():
+        if not pool:
+            raise InputError(train_file, f"query {query_id!r} has no negative in BM25's top {depth} (only its "
+                             "positives, or no word BM25 knows)", fix="raise rerank.depth, or set "
+                             "reranker.negatives: mined")
     wanted = params.reranker.train_group_size - 1
-    drawn = draw_negatives(negative_pools(ranked, positives, depth), wanted, params.reranker.seed)
+    drawn = draw_negatives(pools, wanted, params.reranker.seed)
     if passages is None:
         passage_of = {(q, d): 0 for q, docids in drawn.items() for d in docids}
     else:
