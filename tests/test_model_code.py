@@ -95,6 +95,8 @@ def test_every_stage_that_loads_a_model_refuses_it(model_with_code: tuple[Path, 
                    out / "metrics", "--name", "reranked", "--params", params),
         "teacher": (model, model, train, out / "teacher", "--params",
                     write_params(tmp_path / "distill.yaml", {"finetune.distill": True, "rerank.model": "base"})),
+        "reranker_groups": (model, embeddings, dataset_dir, prepared / "train_queries.jsonl", train, out / "groups",
+                            "--params", write_params(tmp_path / "bm25.yaml", {"reranker.negatives": "bm25"})),
     }
     for name, args in commands.items():
         result = stage(name.strip(), *args)

@@ -40,6 +40,7 @@ BM25Tokenizer = Literal["jieba", "bigram"]
 # The run the reranker rescores: a hybrid (evaluate_hybrid's), the fine-tuned dense model's, or BM25's.
 FirstStage = Literal["hybrid_rrf", "hybrid_weighted", "dense", "bm25"]
 RerankerChoice = Literal["base", "finetuned"]
+RerankerNegatives = Literal["mined", "bm25"]
 
 # Values an older params.yaml may still hold: (key, old value) => the value that replaced it.
 RENAMED_VALUES = {
@@ -376,7 +377,8 @@ class RerankerParams:
     seed: int
     epochs: float
     batch_size: int  # queries per optimizer step, each with its group
-    train_group_size: int  # 1 positive + train_group_size - 1 negatives per query, as mined
+    train_group_size: int  # 1 positive + train_group_size - 1 negatives per query
+    negatives: RerankerNegatives  # mined: mine's groups; bm25: drawn from BM25's top rerank.depth (reranker_groups)
     warmup_ratio: float
     weight_decay: float
     logging_steps: int
@@ -399,6 +401,7 @@ class RerankerParams:
                    epochs=r.number("reranker.epochs", minimum=0.0, inclusive=False),
                    batch_size=r.integer("reranker.batch_size", minimum=1),
                    train_group_size=r.integer("reranker.train_group_size", minimum=2),
+                   negatives=r.choice("reranker.negatives", RerankerNegatives),
                    warmup_ratio=r.number("reranker.warmup_ratio", maximum=1.0),
                    weight_decay=r.number("reranker.weight_decay"),
                    logging_steps=r.integer("reranker.logging_steps", minimum=1),

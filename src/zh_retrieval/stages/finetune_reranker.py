@@ -1,4 +1,4 @@
-"""finetune_reranker: train the cross-encoder on mine's train.jsonl with FlagEmbedding's reranker runner.
+"""finetune_reranker: train the cross-encoder on reranker_groups' train.jsonl with FlagEmbedding's reranker runner.
 
     python -m zh_retrieval.stages.finetune_reranker RERANKER_DIR TRAIN_JSONL OUT_DIR --params params.yaml
 
@@ -23,7 +23,7 @@ from zh_retrieval.core.params import load_params
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reranker_dir", type=Path, help="a cross-encoder directory (reranker.base_model)")
-    parser.add_argument("train_file", type=Path, help="mine's train.jsonl")
+    parser.add_argument("train_file", type=Path, help="reranker_groups' train.jsonl")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()

@@ -306,6 +306,12 @@ def training_curves_callback(log_dir: Path):
         """Plot against the trainer's global step, not DVCLive's count of logging events; wall-clock
         figures go to the log only, so the tracked curves are the same bytes for the same run."""
 
+        def setup(self, args, state, model):
+            # DVCLive's params.yaml of every TrainingArguments field is left out: output/finetuned keeps them
+            # (training_args.json), and a file beside the curves that is neither metric nor plot would keep DVC
+            # from saving the stage to its run-cache (dvc.stage.Stage.run: no uncached plain outputs).
+            self._initialized = True
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.live is not None:
                 self.live.step = state.global_step

@@ -1,7 +1,8 @@
-"""Fine-tuning a cross-encoder with FlagEmbedding's encoder-only reranker runner, on mine's groups.
+"""Fine-tuning a cross-encoder with FlagEmbedding's encoder-only reranker runner, on reranker_groups' rows.
 
-The reranker learns from the very rows the embedder trains on (data/mined/train.jsonl: a query,
-its positive passage, its mined negatives): each query's group of `reranker.train_group_size`
+By default the reranker learns from the very rows the embedder trains on (mine's: a query, its
+positive passage, its mined negatives; `reranker.negatives: bm25` draws the negatives from BM25's
+top instead, training/reranker_groups.py): each query's group of `reranker.train_group_size`
 pairs is scored, and the loss is cross-entropy with the positive as the target (FlagEmbedding's
 `CrossEncoderModel`). The output directory appears only when training has finished, and holds:
 
