@@ -3,6 +3,7 @@ reranker and the fine-tuned one, on dev, split by where each query's evidence li
 
     python scripts/rerank_experiments.py run              # the committed recipe, 3 runs (~25 min on 2 cores)
     python scripts/rerank_experiments.py run --arm rerank-lr1e-4-e1   # one alternative, 3 seeds
+    python scripts/rerank_experiments.py run --arm rerank-bm25-negatives   # trained on BM25's top
     python scripts/rerank_experiments.py run --arm distill --arm distill-base-teacher   # distillation
     python scripts/rerank_experiments.py table > out.md   # from `dvc exp show --json`
 
@@ -47,6 +48,8 @@ ARMS: dict[str, list[str]] = {
     "rerank-lr1e-4-e1": ["reranker.lr=1e-4", "reranker.epochs=1"],
     "rerank-lr3e-4-e1": ["reranker.lr=3e-4", "reranker.epochs=1"],
     "rerank-lr1e-3-e3": ["reranker.lr=1e-3", "reranker.epochs=3"],
+    "rerank-bm25-negatives": ["reranker.negatives=bm25"],  # trained on what it reranks on the demo
+    "rerank-bm25-negatives-lr1e-4-e1": ["reranker.negatives=bm25", "reranker.lr=1e-4", "reranker.epochs=1"],
     "distill": ["finetune.distill=true"],  # teacher: rerank.model, the fine-tuned reranker
     "distill-base-teacher": ["finetune.distill=true", "rerank.model=base"],  # one that never saw the groups
 }
