@@ -29,8 +29,8 @@ import re
 from pathlib import Path
 
 import pytest
+from workspace import Run, digest, dvc, leftovers, sh, stage_outputs
 from workspace import baseline as uninterrupted
-from workspace import digest, dvc, leftovers, sh, stage_outputs
 
 pytestmark = pytest.mark.faults
 
@@ -72,25 +72,56 @@ CORRUPTED_LOCK = "dvc.lock"
 LOCK_UNREADABLE = (" validation failed", ", YAML file structure is corrupted")
 
 
+def recorded_hashes(lock: dict) -> dict:
+    """dvc.lock's content less each dependency's and output's size and file count: what DVC compares (a lock
+    cut short after an output's md5 keeps an entry without them, and `dvc status` calls it up to date)."""
+    return {**lock, "stages": {
+        name: {key: [{k: v for k, v in item.items() if k not in ("size", "nfiles")} for item in value]
+               if key in ("deps", "outs") else value for key, value in entry.items()}
+        for name, entry in lock["stages"].items()}}
+
+
 def lock_damage(repo: Path, expected: dict) -> str | list[str] | None:
-    """What a kill did to dvc.lock: "unreadable", the stages whose entries it lost, or None."""
+    """What a kill did to dvc.lock: "unreadable", the stages whose entries it lost or cut short, or None."""
     try:
         stages = locked((repo / "dvc.lock").read_bytes()).get("stages") or {}
     except Exception:  # cut inside a line: not YAML any more
         return "unreadable"
-    lost = sorted(set(expected["stages"]) - set(stages))
-    return lost or None
+    damaged = sorted(name for name, entry in expected["stages"].items() if stages.get(name) != entry)
+    return damaged or None
+
+
+def unreadable_lock(run: Run) -> bool:
+    return run.returncode != 0 and any(f"{CORRUPTED_LOCK}'{what}" in run.log for what in LOCK_UNREADABLE)
+
+
+def repair_lock(repo: Path, damage: str | list[str], what: str) -> str:
+    """A plain `dvc repro` after dvc.lock was cut short (the committed dvc.lock first, where DVC cannot read
+    it): only a stage whose entry was lost or cut short may run again, one the run-cache cannot restore
+    (check_params, whose output persists, which DVC's _can_hash refuses; the report, seen once in a fresh
+    clone). Its bytes are checked by the caller; a stage whose entry survived must not run at all."""
+    rest, refused = dvc(repo, "repro"), ""
+    if unreadable_lock(rest):
+        refused = "DVC cannot read it: git checkout dvc.lock; "
+        sh("git", "checkout", "dvc.lock", cwd=repo)
+        rest = dvc(repo, "repro")
+    assert rest.returncode == 0, f"{what}:\n{rest.log[-3000:]}"
+    damaged = set(damage) if isinstance(damage, list) else set()
+    assert rest.ran() <= damaged, f"{what}: dvc repro ran {rest.ran() - damaged} again"
+    restored = re.findall(r"Stage '([^']+)' is cached", rest.log)
+    return (f"{refused}dvc.lock lost or cut {len(damaged)} entries: {len(restored)} restored from the run-cache "
+            f"({', '.join(restored)}), {', '.join(sorted(rest.ran())) or 'none'} re-run")
 
 
 def recover(repo: Path, stage: str, expected_lock: dict) -> list[str]:
     """What a user does after the kill, and what DVC needed: the killed stage run again for real (forced: DVC
     would otherwise check its outputs out of the cache); where the kill cut dvc.lock short, a plain
-    `dvc repro` for the entries it lost, or the committed dvc.lock where it is unreadable. Returns what had
-    to be repaired."""
+    `dvc repro` for the entries it lost or cut, or the committed dvc.lock where it is unreadable. Returns what
+    had to be repaired."""
     repaired = []
     damage = lock_damage(repo, expected_lock)
     rerun = dvc(repo, "repro", "-f", "-s", stage)
-    if rerun.returncode != 0 and any(f"{CORRUPTED_LOCK}'{what}" in rerun.log for what in LOCK_UNREADABLE):
+    if unreadable_lock(rerun):
         # DVC writes dvc.lock in place (open "w+", dvc/utils/serialize/_common.py): a kill mid-write leaves
         # it truncated. It is committed, and the run-cache holds every stage that ran since: restore, re-run.
         repaired.append(f"dvc.lock cut short, unreadable ({rerun.log.splitlines()[0][:80]}): git checkout dvc.lock")
@@ -99,18 +130,74 @@ def recover(repo: Path, stage: str, expected_lock: dict) -> list[str]:
     assert rerun.returncode == 0, f"after killing {stage}:\n{rerun.log[-3000:]}"
     assert stage in rerun.started, f"after killing {stage}, its command did not run again:\n{rerun.log[-3000:]}"
     if damage is not None:
-        rest = dvc(repo, "repro")
-        assert rest.returncode == 0, f"after killing {stage}:\n{rest.log[-3000:]}"
-        # Only a stage whose entry was lost may run again: one the run-cache cannot restore (check_params, whose
-        # output persists, which DVC's _can_hash refuses; the report, seen once in a fresh clone). What it writes
-        # is checked byte for byte below; a stage whose entry survived must not run at all.
-        lost = set(damage) if isinstance(damage, list) else set()
-        assert rest.ran() <= lost, f"after killing {stage}, dvc repro ran {rest.ran() - lost} again"
-        restored = re.findall(r"Stage '([^']+)' is cached", rest.log)
-        repaired.append(f"dvc.lock lost {len(damage)} entries: {len(restored)} restored from the run-cache "
-                        f"({', '.join(restored)}), {', '.join(sorted(rest.ran())) or 'none'} re-run")
+        repaired.append(repair_lock(repo, damage, f"after killing {stage}"))
     return repaired
 
+
+def recovered_as_uninterrupted(repo: Path, baseline: dict, what: str) -> list[str]:
+    """dvc.lock records the uninterrupted run's hashes, every output has its bytes, git and the workspace are
+    clean. Returns the entries DVC kept without an output's size or file count (harmless: it compares hashes)."""
+    now, expected = locked((repo / "dvc.lock").read_bytes()), locked(baseline["lock"])
+    assert recorded_hashes(now) == recorded_hashes(expected), f"{what}: dvc.lock records other hashes after recovery"
+    kept_short = sorted(name for name, entry in expected["stages"].items() if now["stages"][name] != entry)
+    sh("git", "checkout", "dvc.lock", cwd=repo)  # the same hashes; the committed order and sizes again
+    changed = sh("git", "status", "--porcelain", cwd=repo).stdout
+    assert changed == "", f"{what}: after recovery git sees\n{changed}"
+    assert leftovers(repo) == [], f"{what}: left {leftovers(repo)}"
+    for path, digest_expected in baseline["digests"].items():
+        assert digest(repo / path) == digest_expected, f"{what}: {path} differs after recovery"
+    return kept_short
+
+
+ENTRY = re.compile(r"^  (\S+):$")
+LINE_KEY = re.compile(r"^(\s*)(- )?([^:\s]+):")
+
+
+def cut_points(lock_text: str) -> tuple[str, list[int]]:
+    """The last entry of dvc.lock with dependencies, params and a directory output, and the line counts at
+    which to cut the file in it: just before it, and after the first line of each kind it holds (its key, its
+    cmd, a dependency's path, hash, md5, size and file count, a param, an output's path ...)."""
+    lines = lock_text.splitlines()
+    starts = [i for i, line in enumerate(lines) if ENTRY.match(line)] + [len(lines)]
+    entries = [(ENTRY.match(lines[a]).group(1), a, b) for a, b in zip(starts, starts[1:])]
+    name, start, end = [(n, a, b) for n, a, b in entries
+                        if all(any(lines[i].startswith(f"    {key}:") for i in range(a, b))
+                               for key in ("deps", "params", "outs"))
+                        and any("nfiles:" in lines[i] for i in range(a, b))][-1]
+    cuts, kinds, section = [start], set(), "key"
+    for i in range(start, end):
+        match = LINE_KEY.match(lines[i])
+        if match and len(match.group(1)) == 4 and not match.group(2):
+            section = match.group(3)
+        kind = ((section, len(match.group(1)), bool(match.group(2)), None if section == "params" else match.group(3))
+                if match else (section, "continued"))
+        if kind not in kinds:
+            kinds.add(kind)
+            cuts.append(i + 1)
+    return name, cuts
+
+
+def test_dvc_lock_cut_short_anywhere_in_an_entry_is_recovered_by_dvc_repro(baseline: dict) -> None:
+    """DVC writes dvc.lock in place, so a kill can cut it after any line: between entries, in a key, in a list.
+    Cut at each kind of line of one entry, a plain `dvc repro` (after `git checkout dvc.lock` where DVC cannot
+    read it) runs nothing whose entry survived, and the workspace is the uninterrupted run's again."""
+    repo, text = baseline["repo"], baseline["lock"].decode("utf-8")
+    stage, cuts = cut_points(text)
+    lines = text.splitlines(keepends=True)
+    report = []
+    for cut in cuts:
+        (repo / "dvc.lock").write_text("".join(lines[:cut]), encoding="utf-8")
+        damage = lock_damage(repo, locked(baseline["lock"]))
+        what = f"dvc.lock cut after line {cut} ({lines[cut - 1].strip()[:50]})"
+        repaired = repair_lock(repo, damage, what)
+        kept_short = recovered_as_uninterrupted(repo, baseline, what)
+        report.append(f"{what}: {repaired}" + (f"; kept {', '.join(kept_short)} without sizes" if kept_short else ""))
+    print(f"{len(cuts)} cuts in {stage}'s entry:\n" + "\n".join(report))
+    assert len(cuts) >= 10, report  # the entry's kinds of line: key, cmd, deps, params, outs and their fields
+    assert any("; kept" in line for line in report), "no cut left an entry DVC keeps without its sizes"
+    assert any(re.search(r"[1-9]\d* restored from the run-cache", line) for line in report), \
+        "no cut made DVC restore an entry from the run-cache"
+    assert "up to date" in sh("dvc", "status", cwd=repo).stdout
 
 
 def test_every_stage_killed_at_random_moments_recovers_byte_for_byte(baseline: dict) -> None:
@@ -127,14 +214,9 @@ def test_every_stage_killed_at_random_moments_recovers_byte_for_byte(baseline: d
                     break
             report.append(f"{stage} at {moment:.1f} s: {'killed' if run.killed else 'finished first'}")
         report += [f"  {line}" for line in recover(repo, stage, locked(baseline["lock"]))]
-        assert locked((repo / "dvc.lock").read_bytes()) == locked(baseline["lock"]), \
-            f"{stage}: dvc.lock records other hashes after recovery"
-        sh("git", "checkout", "dvc.lock", cwd=repo)  # the same content; the committed order again
-        changed = sh("git", "status", "--porcelain", cwd=repo).stdout
-        assert changed == "", f"{stage}: after recovery git sees\n{changed}"
-        assert leftovers(repo) == [], f"{stage}: left {leftovers(repo)}"
-        for path, expected in digests.items():
-            assert digest(repo / path) == expected, f"{stage}: {path} differs after recovery"
+        kept_short = recovered_as_uninterrupted(repo, baseline, f"after killing {stage}")
+        if kept_short:
+            report.append(f"  dvc.lock kept {', '.join(kept_short)} without an output's size (same hashes)")
     print("\n".join(report))
     assert not [line for line in report if line.endswith("finished first")], "\n".join(report)
     assert "up to date" in sh("dvc", "status", cwd=repo).stdout
