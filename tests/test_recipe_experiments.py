@@ -92,7 +92,8 @@ def test_the_embedder_table_pairs_each_arm_with_the_committed_run_of_its_seed() 
              "distill-seed7": run(0.5, 0.4)}
     lines = rerank_experiments.embedder_table(found, ["rerank", "distill"]).splitlines()
     assert lines[2] == "| rerank (committed) (42, 1) | 0.200 ± 0.000 | 0.310 ± 0.014 | – | – | 0.375 ± 0.007 |"
-    assert lines[3].startswith("| distill (finetune.distill=true) (42, 1, 2) | 0.200 ± 0.000 | 0.357 ± ")
+    assert lines[3].startswith("| distill (finetune.distill=true reranker.lr=1e-3 reranker.epochs=3) (42, 1, 2) "
+                               "| 0.200 ± 0.000 | 0.357 ± ")
     # seed 1 pairs with the committed arm's run before another reranker arm's, seed 2 with a reranker arm's
     # (its embedder is the committed one), never with another distilling arm's; seed 7 is not a seed of the study
     assert lines[-1] == "- distill − not distilled, MaxP nDCG@10, paired by seed (3): +0.047 ± 0.125"
