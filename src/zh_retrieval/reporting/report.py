@@ -187,9 +187,10 @@ def rerank_line(test: Metrics, params: dict[str, Any]) -> list[str]:
         return []
     first = found[0]
     reranker = params.get("reranker", {})
+    epochs = reranker.get("epochs")
     return [f"- reranked: the top {first['depth']} of {FIRST_STAGES.get(first['first_stage'], first['first_stage'])} "
             f"by a cross-encoder (`{reranker.get('base_model')}`; fine-tuned at lr {reranker.get('lr')}, "
-            f"{reranker.get('epochs')} epochs) through {PASSAGES.get(first['passage'], first['passage'])}, "
+            f"{epochs} epoch{'' if epochs == 1 else 's'}) through {PASSAGES.get(first['passage'], first['passage'])}, "
             f"{first['max_length']} tokens a pair"]
 
 
