@@ -2,7 +2,7 @@
 #   make repro   set up .venv/ and run the whole DVC pipeline (dvc repro)
 #   make test    set up .venv/ and run the test suite
 # and the fault suite (kills, a full disk, queued experiments, interrupted transfers, corruption):
-#   make faults  about 18 minutes on 2 cores
+#   make faults  about 20 minutes on 2 cores
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin

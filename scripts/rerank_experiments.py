@@ -2,7 +2,7 @@
 reranker and the fine-tuned one, on dev, split by where each query's evidence lies.
 
     python scripts/rerank_experiments.py run              # the committed recipe, 3 runs (~25 min on 2 cores)
-    python scripts/rerank_experiments.py run --arm rerank-lr1e-4-e1   # one alternative, 3 seeds
+    python scripts/rerank_experiments.py run --arm rerank-lr1e-3-e3   # one alternative, 3 seeds
     python scripts/rerank_experiments.py run --arm rerank-bm25-negatives   # trained on BM25's top
     python scripts/rerank_experiments.py run --arm distill --arm distill-base-teacher   # distillation
     python scripts/rerank_experiments.py table > out.md   # from `dvc exp show --json`

@@ -11,6 +11,7 @@ from zh_retrieval.reporting.report import (
     forgetting_table,
     hybrid_lines,
     render_report,
+    rerank_line,
     results_table,
     revision,
 )
@@ -131,3 +132,13 @@ def test_hybrid_lines_name_the_dev_choice_and_warn_when_test_falls_below_bm25() 
     assert hybrid_lines(METRICS) == [], "no hybrid metrics, no lines"
     bm25_alone = {**test, "hybrid_weighted": {**test["hybrid_weighted"], "chosen_on_dev": {"dense_weight": 0.0}}}
     assert "weighted at dense_weight 0 (BM25's order)" in hybrid_lines(bm25_alone)[0]
+
+
+def test_rerank_line_names_the_recipe_and_counts_its_epochs() -> None:
+    reranked = {"depth": 20, "first_stage": "hybrid_rrf", "passage": "dense_best", "max_length": 192}
+    test = {**METRICS, "reranked_base": reranked, "reranked_finetuned": reranked}
+    params = {"reranker": {"base_model": "models/r", "lr": 0.0001, "epochs": 1}}
+    assert "(`models/r`; fine-tuned at lr 0.0001, 1 epoch) through" in rerank_line(test, params)[0]
+    params["reranker"]["epochs"] = 3
+    assert ", 3 epochs) through" in rerank_line(test, params)[0]
+    assert rerank_line(METRICS, params) == [], "nothing reranked, no line"

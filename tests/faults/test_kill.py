@@ -76,7 +76,7 @@ def recorded_hashes(lock: dict) -> dict:
     """dvc.lock's content less each dependency's and output's size and file count: what DVC compares (a lock
     cut short after an output's md5 keeps an entry without them, and `dvc status` calls it up to date)."""
     return {**lock, "stages": {
-        name: {key: [{k: v for k, v in item.items() if k not in ("size", "nfiles")} for item in value]
+        name: {key: [{k: v for k, v in item.items() if k not in ("size", "nfiles")} for item in value or []]
                if key in ("deps", "outs") else value for key, value in entry.items()}
         for name, entry in lock["stages"].items()}}
 
@@ -154,16 +154,22 @@ LINE_KEY = re.compile(r"^(\s*)(- )?([^:\s]+):")
 
 
 def cut_points(lock_text: str) -> tuple[str, list[int]]:
-    """The last entry of dvc.lock with dependencies, params and a directory output, and the line counts at
-    which to cut the file in it: just before it, and after the first line of each kind it holds (its key, its
-    cmd, a dependency's path, hash, md5, size and file count, a param, an output's path ...)."""
+    """The last entry of dvc.lock with dependencies, params and one output, a directory, last in its entry, and
+    the line counts at which to cut the file in it: just before it, and after the first line of each kind it
+    holds (its key, its cmd, a dependency's path, hash, md5, size and file count, a param, the output's path,
+    hash, md5, size, file count). Its one output makes the cut after its md5 the entry's last hash."""
     lines = lock_text.splitlines()
     starts = [i for i, line in enumerate(lines) if ENTRY.match(line)] + [len(lines)]
     entries = [(ENTRY.match(lines[a]).group(1), a, b) for a, b in zip(starts, starts[1:])]
+
+    def one_directory_output(start: int, end: int) -> bool:
+        outs = next((i for i in range(start, end) if lines[i] == "    outs:"), end)
+        return (sum(lines[i].startswith("    - path:") for i in range(outs, end)) == 1
+                and any(lines[i].strip().startswith("nfiles:") for i in range(outs, end)))
+
     name, start, end = [(n, a, b) for n, a, b in entries
                         if all(any(lines[i].startswith(f"    {key}:") for i in range(a, b))
-                               for key in ("deps", "params", "outs"))
-                        and any("nfiles:" in lines[i] for i in range(a, b))][-1]
+                               for key in ("deps", "params", "outs")) and one_directory_output(a, b)][-1]
     cuts, kinds, section = [start], set(), "key"
     for i in range(start, end):
         match = LINE_KEY.match(lines[i])

@@ -315,9 +315,10 @@ def load_cut(cut_dir: Path, passage_max_len: int, overlap: int) -> Cut:
     if (info["passage_max_len"], info["overlap"]) != (passage_max_len, overlap):
         raise InputError(cut_dir, f"cut at passage_max_len {info['passage_max_len']}, overlap {info['overlap']}; "
                          f"the params say {passage_max_len}, {overlap}", fix="re-run the cut stage")
-    # Mapped, not read: mine, reranker_groups and the report use only the spans, and the ids (~2 GB at MLDR zh's
-    # size) then stay on disk; embed pages in the ids of each batch it pads.
-    arrays = [np.load(cut_dir / name, allow_pickle=False, mmap_mode="r") for name in ARRAYS]
+    # Mapped, not read: mine, reranker_groups, rerank and the report use the spans and passage_doc only, and the
+    # ids (~2 GB at MLDR zh's size) then stay on disk; embed pages in the ids of each batch it pads. Viewed as
+    # plain arrays: a memmap's slicing runs Python code per slice, millions of times in embed at that size.
+    arrays = [np.load(cut_dir / name, allow_pickle=False, mmap_mode="r").view(np.ndarray) for name in ARRAYS]
     docids = (cut_dir / DOCIDS).read_text(encoding="utf-8").splitlines()
     return Cut(docids, *arrays, info, source=cut_dir)
 
