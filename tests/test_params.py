@@ -93,8 +93,10 @@ def test_the_preset_applied_to_params_yaml_is_a_complete_valid_params_file(tmp_p
     assert real.embedding.pooling == "cls" and real.finetune.lr == 1e-5 and real.dataset == "data/mldr-zh"
     demo, applied = read_yaml(ROOT / "params.yaml"), read_yaml(tmp_path / "params.yaml")
     assert dotted(demo).keys() == dotted(applied).keys(), "every key the pipeline reads, and no other"
-    assert {k for k, v in dotted(demo).items() if dotted(applied)[k] != v} == changes.keys()
-    assert all(dotted(demo)[k] != v for k, v in changes.items()), "a preset holds only what differs"
+    assert {k for k, v in dotted(demo).items() if dotted(applied)[k] != v} <= changes.keys(), "only what it sets"
+    assert all(dotted(applied)[k] == v for k, v in changes.items()), "everything it sets"
+    # A preset may repeat a demo value that its recipe shares (reranker.epochs 1): a later change of the
+    # demo's then leaves the real run's recipe as it was.
     text = (tmp_path / "params.yaml").read_text(encoding="utf-8")
     assert "# How text becomes a vector." in text, "params.yaml's comments are kept"
 

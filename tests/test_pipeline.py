@@ -424,7 +424,8 @@ def test_the_readme_experiment_reruns_training_and_what_reads_it_only(repo: Path
     """`-S lr=2e-5` changes the stages that read `lr`, and through their outputs what follows them; nothing
     upstream. (check_params reads every param, but its output is the same bytes, so nothing follows it.)"""
     params = (repo / "params.yaml").read_text(encoding="utf-8")
-    (repo / "params.yaml").write_text(params.replace("lr: 1.0e-4", "lr: 2e-05"), encoding="utf-8")
+    # The top-level lr only: reranker.lr has the same value, indented.
+    (repo / "params.yaml").write_text(params.replace("\nlr: 1.0e-4", "\nlr: 2e-05", 1), encoding="utf-8")
     try:
         changed = set(json.loads(sh("dvc", "status", "--json", cwd=repo).splitlines()[-1]))
     finally:
