@@ -6,7 +6,7 @@ stage, drawn over the stage's own duration in an uninterrupted run (DVC's own wo
 command included) and halved until it falls before the stage ends; two moments for the stages that
 take longest.
 What the user sees: the job is gone; the next `dvc repro` warns that DVC's lock names a dead process,
-removes that entry itself, and runs the stage again.
+removes that entry itself, and runs the stage again (unless the kill cut that lock file short: below).
 Checked: while the stage is dead, each of its output paths is absent or byte-identical to the
 uninterrupted run's (never half-written). After `dvc repro -f -s STAGE` (the stage's command really
 runs again: without -f, DVC finds the stage's dvc.lock entry intact and checks its outputs out of the
@@ -19,7 +19,9 @@ that `dvc status -c` finds in sync).
 Found on the way: DVC writes dvc.lock in place, so a kill while it does truncates it; the run-cache
 then restores the stages whose entries were lost (printed in the test's report), except those it
 cannot restore (check_params, whose output persists; once, the report), which run again and write
-the same bytes, and an unreadable dvc.lock is restored from git.
+the same bytes, and an unreadable dvc.lock is restored from git. DVC rewrites .dvc/tmp/rwlock in place as
+well: a kill while it does (once in a fresh clone, evaluate_bm25 killed as it ended) leaves it empty, DVC
+refuses every command until it is removed, and removed it holds nothing a later command needs.
 """
 
 from __future__ import annotations
@@ -95,6 +97,16 @@ def unreadable_lock(run: Run) -> bool:
     return run.returncode != 0 and any(f"{CORRUPTED_LOCK}'{what}" in run.log for what in LOCK_UNREADABLE)
 
 
+# How DVC reports .dvc/tmp/rwlock cut short: "Unable to read RWLock-file '.dvc/tmp/rwlock'. JSON structure is
+# corrupted" (dvc/rwlock.py, RWLockFileCorruptedError).
+RWLOCK = Path(".dvc") / "tmp" / "rwlock"
+RWLOCK_UNREADABLE = f"Unable to read RWLock-file '{RWLOCK}'"
+
+
+def unreadable_rwlock(run: Run) -> bool:
+    return run.returncode != 0 and RWLOCK_UNREADABLE in run.log
+
+
 def repair_lock(repo: Path, damage: str | list[str], what: str) -> str:
     """A plain `dvc repro` after dvc.lock was cut short (the committed dvc.lock first, where DVC cannot read
     it): only a stage whose entry was lost or cut short may run again, one the run-cache cannot restore
@@ -121,6 +133,13 @@ def recover(repo: Path, stage: str, expected_lock: dict) -> list[str]:
     repaired = []
     damage = lock_damage(repo, expected_lock)
     rerun = dvc(repo, "repro", "-f", "-s", stage)
+    if unreadable_rwlock(rerun):
+        # DVC rewrites .dvc/tmp/rwlock in place too (open "w", dvc/rwlock.py's _edit_rwlock), as each stage
+        # starts and ends: a kill between the open and the dump leaves it empty, and DVC refuses it. It lists
+        # only what running DVC commands hold; none runs now, so it goes, as DVC's own lock message advises.
+        repaired.append(f"{RWLOCK} cut short, unreadable: rm {RWLOCK}")
+        (repo / RWLOCK).unlink()
+        rerun = dvc(repo, "repro", "-f", "-s", stage)
     if unreadable_lock(rerun):
         # DVC writes dvc.lock in place (open "w+", dvc/utils/serialize/_common.py): a kill mid-write leaves
         # it truncated. It is committed, and the run-cache holds every stage that ran since: restore, re-run.
@@ -203,6 +222,32 @@ def test_dvc_lock_cut_short_anywhere_in_an_entry_is_recovered_by_dvc_repro(basel
     assert any("; kept" in line for line in report), "no cut left an entry DVC keeps without its sizes"
     assert any(re.search(r"[1-9]\d* restored from the run-cache", line) for line in report), \
         "no cut made DVC restore an entry from the run-cache"
+    assert "up to date" in sh("dvc", "status", cwd=repo).stdout
+
+
+RWLOCK_CUTS = {  # what a kill can leave of the file: open("w") empties it, json.dump writes it in pieces
+    "emptied": "",
+    "cut inside the dump": '{"write": {"output/eval/bm25": {"pid": 4',
+}
+
+
+def test_dvc_rwlock_cut_short_stops_dvc_until_it_is_removed(baseline: dict) -> None:
+    """A kill while DVC rewrites .dvc/tmp/rwlock (in place, as each stage starts and ends) leaves it empty or cut,
+    and DVC then refuses to run anything, even a stage with nothing to do, with one line naming the file.
+    The file lists only what running DVC commands hold: with none running, `rm .dvc/tmp/rwlock` and the next
+    `dvc repro` finds everything up to date and runs nothing."""
+    repo = baseline["repo"]
+    for what, text in RWLOCK_CUTS.items():
+        (repo / RWLOCK).write_text(text, encoding="utf-8")
+        refused = dvc(repo, "repro")
+        assert unreadable_rwlock(refused), f"rwlock {what}: DVC did not refuse it:\n{refused.log[-3000:]}"
+        assert refused.ran() == set(), f"rwlock {what}: DVC ran {refused.ran()}"
+        assert (repo / "dvc.lock").read_bytes() == baseline["lock"], f"rwlock {what}: dvc.lock changed"
+        (repo / RWLOCK).unlink()
+        again = dvc(repo, "repro")
+        assert again.returncode == 0, f"rwlock {what}, then removed:\n{again.log[-3000:]}"
+        assert again.ran() == set(), f"rwlock {what}, then removed: dvc repro ran {again.ran()}"
+        assert recovered_as_uninterrupted(repo, baseline, f"rwlock {what}, then removed") == []
     assert "up to date" in sh("dvc", "status", cwd=repo).stdout
 
 
