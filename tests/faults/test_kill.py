@@ -20,7 +20,7 @@ Found on the way: DVC writes dvc.lock in place, so a kill while it does truncate
 then restores the stages whose entries were lost (printed in the test's report), except those it
 cannot restore (check_params, whose output persists; once, the report), which run again and write
 the same bytes, and an unreadable dvc.lock is restored from git. DVC rewrites .dvc/tmp/rwlock in place as
-well: a kill while it does (once in a fresh clone, evaluate_bm25 killed as it ended) leaves it empty, DVC
+well: a kill while it does (once in a fresh clone, killing evaluate_bm25) leaves it empty, DVC
 refuses every command until it is removed, and removed it holds nothing a later command needs.
 """
 
